@@ -1,0 +1,11 @@
+// The compiled module bitnet._ext: bindings only; every binding file registers one area.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_ops(py::module_& m);
+
+PYBIND11_MODULE(_ext, m) {
+  m.doc() = "bitnet-ext C++ core (kernels, formats, thread pool)";
+  bind_ops(m);
+}
