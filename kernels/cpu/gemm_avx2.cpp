@@ -37,6 +37,7 @@ struct Ops {
     // 16-bit shifts move bits across bytes, but the mask keeps only the 2 bits of each byte.
     return _mm256_and_si256(_mm256_srli_epi16(raw, 2 * i), _mm256_set1_epi8(3));
   }
+  static void store(uint8_t* p, Raw v) { _mm256_storeu_si256((__m256i*)p, v); }
   static Q load_q(const int8_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
   static Part part_zero() { return _mm256_setzero_si256(); }
   static Part mac(Part p, Raw c, Q q) { return _mm256_add_epi16(p, _mm256_maddubs_epi16(c, q)); }
@@ -72,7 +73,8 @@ bool quantize_row_i8(const float* x, int64_t k, int8_t* q, int64_t k_pad, float*
     if (!std::isfinite(x[t])) return false;
     amax = std::fmax(amax, std::fabs(x[t]));
   }
-  const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+  // PyTorch evaluates `127.0 / t` as reciprocal(t) * 127 (see kernels.h).
+  const float s = (1.0f / (amax > 1e-5f ? amax : 1e-5f)) * 127.0f;
   const __m256 vs = _mm256_set1_ps(s);
   const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
   __m256i vsum = _mm256_setzero_si256();
@@ -119,7 +121,7 @@ void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_
 void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
                   const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
                   int64_t ldy) {
-  k256_gemm<3, 2>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
+  k256_gemm_unpacked<3, 2>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
 }
 
 }  // namespace bitnet::kernels::avx2

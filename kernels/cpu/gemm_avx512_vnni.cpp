@@ -16,7 +16,7 @@ namespace {
 
 struct Ops {
   static constexpr int kChunk = 64;
-  static constexpr int kPartBlocks = 1 << 30;  // Part is already int32: never widened early
+  static constexpr int kPartBlocks = 0;  // vpdpbusd accumulates int32 directly into Acc
   using Raw = __m512i;
   using Q = __m512i;
   using Part = __m512i;
@@ -25,6 +25,7 @@ struct Ops {
   static Raw code(Raw raw, int i) {
     return _mm512_and_si512(_mm512_srli_epi16(raw, 2 * i), _mm512_set1_epi8(3));
   }
+  static void store(uint8_t* p, Raw v) { _mm512_storeu_si512(p, v); }
   static Q load_q(const int8_t* p) { return _mm512_loadu_si512(p); }
   static Part part_zero() { return _mm512_setzero_si512(); }
   static Part mac(Part p, Raw c, Q q) { return _mm512_dpbusd_epi32(p, c, q); }
@@ -46,7 +47,7 @@ void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_
 void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
                   const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
                   int64_t ldy) {
-  k256_gemm<4, 4>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
+  k256_gemm_unpacked<5, 5>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
 }
 
 }  // namespace bitnet::kernels::avx512_vnni

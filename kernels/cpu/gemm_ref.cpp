@@ -15,7 +15,8 @@ bool quantize_row_i8(const float* x, int64_t k, int8_t* q, int64_t k_pad, float*
     if (!std::isfinite(x[i])) return false;
     amax = std::max(amax, std::fabs(x[i]));
   }
-  const float s = 127.0f / std::max(amax, 1e-5f);
+  // PyTorch evaluates `127.0 / t` as reciprocal(t) * 127: two fp32 roundings, reproduced here.
+  const float s = (1.0f / std::max(amax, 1e-5f)) * 127.0f;
   int32_t sum = 0;
   for (int64_t i = 0; i < k; ++i) {
     // x * s is computed in fp32 first, then rounded half-to-even, then clamped.

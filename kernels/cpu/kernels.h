@@ -35,6 +35,8 @@ static_assert(sizeof(block_k256) == 64, "K256 block is 64 bytes");
 
 // Quantizes one activation row x[0, k) (fp32) to int8 per BitNet b1.58:
 //   s_x = 127 / max(max|x|, 1e-5),  q = clamp(nearbyint(x * s_x), -128, 127)   (fp32 math)
+// where, to be bit-exact with PyTorch (whose `127.0 / t` is `t.reciprocal() * 127`), s_x is
+// computed as (1.0f / max(...)) * 127.0f: two fp32 roundings, not one division.
 // Writes q[0, k_pad) with zeros after k, *s_x, and *q_sum = sum of q (|q_sum| <= 127 * k).
 // Returns false (outputs unspecified) when x holds a NaN or an infinity.
 using quantize_row_fn = bool (*)(const float* x, int64_t k, int8_t* q, int64_t k_pad, float* s_x,
