@@ -102,17 +102,19 @@ py::tuple unpack(const PackedWeights& p) {
 std::shared_ptr<PackedWeights> from_bytes(const py::buffer& data, const std::string& fmt,
                                           std::pair<int64_t, int64_t> shape, double scale) {
   const Format f = bitnet::parse_format(fmt);
-  py::buffer_info info = data.request();
-  if (info.ndim != 1 || info.itemsize != 1 || info.strides[0] != 1)
+  // The buffer export (Py_buffer) is held for as long as the view lives, so the exporter cannot
+  // resize or free the memory underneath it (a bytearray then raises BufferError on resize).
+  auto info = std::make_shared<py::buffer_info>(data.request());
+  if (info->ndim != 1 || info->itemsize != 1 || info->strides[0] != 1)
     throw py::value_error("from_bytes: data must be a contiguous 1-D byte buffer");
-  // Keep the Python buffer alive for as long as the view lives (zero copy).
-  auto owner = std::make_shared<py::object>(py::reinterpret_borrow<py::object>(data));
-  std::shared_ptr<const void> keep(owner.get(), [owner](const void*) mutable {
+  const auto* ptr = static_cast<const uint8_t*>(info->ptr);
+  const int64_t size = int64_t(info->size);
+  std::shared_ptr<const void> keep(ptr, [info](const void*) mutable {
     py::gil_scoped_acquire gil;
-    owner.reset();
+    info.reset();
   });
-  return PackedWeights::view(f, shape.first, shape.second, static_cast<const uint8_t*>(info.ptr),
-                             int64_t(info.size), keep, float(scale));
+  return PackedWeights::view(f, shape.first, shape.second, ptr, size, std::move(keep),
+                             float(scale));
 }
 
 py::array_t<float> bitlinear(const py::handle& x_obj, const PackedWeights& w,
@@ -121,8 +123,8 @@ py::array_t<float> bitlinear(const py::handle& x_obj, const PackedWeights& w,
   const int64_t M = x.shape(0), K = x.shape(1), N = w.rows();
   if (K != w.cols())
     throw py::value_error("bitlinear: x has shape [" + std::to_string(M) + ", " +
-                          std::to_string(K) + "] but the weights are [" + std::to_string(N) +
-                          ", " + std::to_string(w.cols()) + "]; expected x of shape [M, " +
+                          std::to_string(K) + "] but the weights are [" + std::to_string(N) + ", " +
+                          std::to_string(w.cols()) + "]; expected x of shape [M, " +
                           std::to_string(w.cols()) + "]");
   py::array_t<float> out;
   if (out_obj.is_none()) {
@@ -158,13 +160,16 @@ std::vector<std::string> available_isas() {
 }  // namespace
 
 void bind_ops(py::module_& m) {
-  m.def("cpu_features", [] { return bitnet::kernels::cpu_features().names(); },
-        "Names of the SIMD features this CPU and OS support.");
-  m.def("active_isa", [] { return std::string(bitnet::kernels::active().name); },
-        "The kernel ISA in use (after the BITNET_MAX_ISA cap).");
+  m.def(
+      "cpu_features", [] { return bitnet::kernels::cpu_features().names(); },
+      "Names of the SIMD features this CPU and OS support.");
+  m.def(
+      "active_isa", [] { return std::string(bitnet::kernels::active().name); },
+      "The kernel ISA in use (after the BITNET_MAX_ISA cap).");
   m.def("available_isas", &available_isas, "ISAs compiled in and runnable on this CPU.");
-  m.def("reload_dispatch", [] { return std::string(bitnet::kernels::reload().name); },
-        "Re-read BITNET_MAX_ISA and choose the kernels again; returns the active ISA.");
+  m.def(
+      "reload_dispatch", [] { return std::string(bitnet::kernels::reload().name); },
+      "Re-read BITNET_MAX_ISA and choose the kernels again; returns the active ISA.");
   m.def("set_num_threads", &bitnet::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &bitnet::get_num_threads);
   m.def("physical_core_count", &bitnet::physical_core_count);
@@ -175,8 +180,8 @@ void bind_ops(py::module_& m) {
   py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights")
       .def_property_readonly("format",
                              [](const PackedWeights& p) { return bitnet::format_name(p.format()); })
-      .def_property_readonly("shape",
-                             [](const PackedWeights& p) { return py::make_tuple(p.rows(), p.cols()); })
+      .def_property_readonly(
+          "shape", [](const PackedWeights& p) { return py::make_tuple(p.rows(), p.cols()); })
       .def_property_readonly("scale", &PackedWeights::scale)
       .def_property_readonly("nbytes", &PackedWeights::nbytes)
       .def("tobytes",
@@ -201,6 +206,5 @@ void bind_ops(py::module_& m) {
   m.def("measure_read_bandwidth", &bitnet::measure_read_bandwidth, py::arg("bytes"),
         py::arg("threads"), py::arg("repeats") = 5, py::call_guard<py::gil_scoped_release>());
   m.def("measure_int8_peak", &bitnet::measure_int8_peak, py::arg("threads"),
-        py::arg("seconds") = 0.2, py::arg("repeats") = 5,
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("seconds") = 0.2, py::arg("repeats") = 5, py::call_guard<py::gil_scoped_release>());
 }

@@ -30,8 +30,9 @@ def run_py(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     e.pop("BITNET_MAX_ISA", None)
     e.pop("BITNET_NUM_THREADS", None)
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_features_and_isas_are_consistent():

@@ -70,7 +70,8 @@ def assert_bytes_equal(got: bytes, want: bytes, what: str) -> None:
     if got != want:
         a, b = np.frombuffer(got, np.uint8), np.frombuffer(want, np.uint8)
         i = np.flatnonzero(a != b)
-        raise AssertionError(f"{what}: {i.size} bytes differ, first at {i[0]}: {a[i[0]]} != {b[i[0]]}")
+        j = i[0]
+        raise AssertionError(f"{what}: {i.size} bytes differ, first at {j}: {a[j]} != {b[j]}")
 
 
 def scale_for(seed: int) -> float:
@@ -127,9 +128,8 @@ def test_two_bit_layout_positions(fmt, k):
     zeros = np.zeros((n, k), np.int8)
     base = bytearray(ops.pack(zeros, fmt, scale).tobytes())
     rng = np.random.default_rng(k)
-    positions = [(0, 0), (n - 1, k - 1)] + [
-        (int(r), int(c)) for r, c in zip(rng.integers(0, n, 150), rng.integers(0, k, 150))
-    ]
+    rows, cols = rng.integers(0, n, 150).tolist(), rng.integers(0, k, 150).tolist()
+    positions = [(0, 0), (n - 1, k - 1), *zip(rows, cols, strict=True)]
     for r, c in positions:
         for v in (-1, 1):
             t = zeros.copy()
@@ -241,9 +241,25 @@ def _fp16_sweep() -> list[float]:
     """Scales across the fp16 range: edges, subnormals, exact ties between fp16 neighbours."""
     rng = np.random.default_rng(16)
     special = [
-        2.0**-24, 3e-8, 1e-7, 1e-6, 2.0**-14 * (1 - 2.0**-11), 2.0**-14, 6.1e-5, 1e-3, 0.1,
-        1 / 3, 1.0, 1 + 2.0**-11, 1 + 3 * 2.0**-11, 1 + 2.0**-11 + 2.0**-30, 2048.5, 4095.0,
-        65504.0, 65519.0, 65519.99,
+        2.0**-24,
+        3e-8,
+        1e-7,
+        1e-6,
+        2.0**-14 * (1 - 2.0**-11),
+        2.0**-14,
+        6.1e-5,
+        1e-3,
+        0.1,
+        1 / 3,
+        1.0,
+        1 + 2.0**-11,
+        1 + 3 * 2.0**-11,
+        1 + 2.0**-11 + 2.0**-30,
+        2048.5,
+        4095.0,
+        65504.0,
+        65519.0,
+        65519.99,
     ]
     bits = rng.integers(1, 0x7BFF, 1500).astype(np.uint16)
     lo = bits.view(np.float16).astype(np.float64)
@@ -271,7 +287,7 @@ def test_tq_block_scale_decodes_every_fp16(fmt):
     all_bits = np.arange(1, 0x7C00, dtype=np.uint16)
     values = all_bits.view(np.float16).astype(np.float32)
     step = 1 if fmt == "tq2_0" else 7
-    for b, v in zip(all_bits[::step].tolist(), values[::step].tolist()):
+    for b, v in zip(all_bits[::step].tolist(), values[::step].tolist(), strict=True):
         buf[-2:] = b.to_bytes(2, "little")
         assert ops.from_bytes(bytes(buf), fmt, (1, 256)).scale == v, hex(b)
 
@@ -453,8 +469,9 @@ def test_empty(fmt, shape):
 
 
 @pytest.mark.parametrize("fmt", FMTS)
-@pytest.mark.parametrize("scale", [0.0, -0.0, -1.0, float("nan"), float("inf"), -float("inf"),
-                                   1e-50, 1e300])
+@pytest.mark.parametrize(
+    "scale", [0.0, -0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-50, 1e300]
+)
 def test_bad_scale(fmt, scale):
     with pytest.raises(ValueError, match=rf"{fmt}: scale must be positive and finite"):
         ops.pack(_ternary(), fmt, scale)
@@ -487,8 +504,9 @@ def test_unknown_format(name):
         _ext.packed_nbytes(name, 1, 256)
 
 
-@pytest.mark.parametrize("fmt,n,k", [("i2_s", 3, 256), ("tq1_0", 2, 512), ("tq2_0", 2, 512),
-                                     ("native", 3, 300)])
+@pytest.mark.parametrize(
+    "fmt,n,k", [("i2_s", 3, 256), ("tq1_0", 2, 512), ("tq2_0", 2, 512), ("native", 3, 300)]
+)
 def test_from_bytes_wrong_byte_count(fmt, n, k):
     data = ops.pack(_ternary(n, k), fmt, 1.0).tobytes()
     for bad in (data[:-1], data + b"\0", data[: len(data) // 2], b""):
@@ -502,8 +520,9 @@ def test_from_bytes_bad_buffers():
     data = ops.pack(_ternary(1, 256), "tq2_0", 1.0).tobytes()
     with pytest.raises(ValueError, match="contiguous 1-D byte buffer"):
         ops.from_bytes(memoryview(data * 2)[::2], "tq2_0", (1, 256))
-    with pytest.raises(ValueError, match="non-empty"):
-        ops.from_bytes(data, "tq2_0", (0, 256))
+    for shape in [(0, 256), (-1, 256), (1, -256)]:
+        with pytest.raises(ValueError, match="must be non-empty"):
+            ops.from_bytes(data, "tq2_0", shape)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
@@ -548,8 +567,9 @@ def test_tq_block_scales_differ(fmt):
     assert s == 0.5 and not t[1, 512:].any()
 
 
-@pytest.mark.parametrize("fmt,n,k", [("i2_s", 3, 384), ("tq2_0", 3, 512), ("native", 3, 300),
-                                     ("native", 2, 7)])
+@pytest.mark.parametrize(
+    "fmt,n,k", [("i2_s", 3, 384), ("tq2_0", 3, 512), ("native", 3, 300), ("native", 2, 7)]
+)
 def test_corrupt_code_3(fmt, n, k):
     t = make_ternary(n, k, "uniform")
     good = ops.pack(t, fmt, 0.5).tobytes()
@@ -580,3 +600,15 @@ def test_native_padding_is_code_1():
     # Values 300..511 of each row: block 1, j = 44..255 -> bytes (j % 64), shift 2 * (j // 64).
     for j in range(44, 256):
         assert np.all((data[:, 1, j % 64] >> (2 * (j // 64))) & 3 == 1), j
+
+
+def test_from_bytes_holds_the_buffer_export():
+    """A view keeps the exporter's buffer locked: resizing a bytearray under it must fail, not
+    leave the view reading freed memory."""
+    raw = bytearray(ops.pack(np.ones((1, 256), np.int8), "tq2_0", 1.0).tobytes())
+    view = ops.from_bytes(raw, "tq2_0", (1, 256))
+    with pytest.raises(BufferError):
+        raw.extend(b"x" * 1_000_000)
+    assert view.tobytes() == bytes(raw)
+    del view
+    raw.extend(b"x")  # released with the view

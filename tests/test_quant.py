@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import bitnet
 from bitnet import _ext, ops
 from bitnet.quant import reference as R
 
@@ -153,8 +154,14 @@ def test_quantize_weights_non_contiguous_inputs():
 
 
 @pytest.mark.parametrize(
-    "w", [np.zeros(4, np.float64), np.zeros(4, np.int32), np.zeros(4, np.int8),
-          torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.int32)],
+    "w",
+    [
+        np.zeros(4, np.float64),
+        np.zeros(4, np.int32),
+        np.zeros(4, np.int8),
+        torch.zeros(4, dtype=torch.float64),
+        torch.zeros(4, dtype=torch.int32),
+    ],
     ids=["np64", "npi32", "npi8", "torch64", "torchi32"],
 )
 def test_quantize_weights_wrong_dtype(w):
@@ -192,11 +199,11 @@ ROW_SCALES = (1e-3, 1e-2, 0.1, 1.0, 10.0, 1e2, 1e3)
 def tie_row(rng: np.random.Generator, k: int, amax: float) -> np.ndarray:
     """A row of max |x| = amax whose other entries land exactly on k + 0.5 after x * s_x (fp32).
 
-    s_x = 127 / amax in fp32; for each target h = j + 0.5 the float32 neighbours of h / s_x are
-    searched for an x with fl(x * s_x) == h exactly.
+    s_x = fl(fl(1 / amax) * 127) as PyTorch computes it; for each target h = j + 0.5 the float32
+    neighbours of h / s_x are searched for an x with fl(x * s_x) == h exactly.
     """
     amax32 = np.float32(amax)
-    s = np.float32(127) / amax32
+    s = torch_s_x(amax32)
     h = (np.arange(-127, 127) + 0.5).astype(np.float32)
     x0 = (h / s).astype(np.float32)
     found = []
@@ -211,6 +218,11 @@ def tie_row(rng: np.random.Generator, k: int, amax: float) -> np.ndarray:
     row = rng.choice(ties, k) if ties.size else np.zeros(k, np.float32)
     row[rng.integers(k)] = amax32 * rng.choice([-1, 1])
     return row.astype(np.float32)
+
+
+def torch_s_x(amax: np.ndarray | np.float32) -> np.ndarray:
+    """s_x of rows with max |x| = amax, as PyTorch evaluates `127.0 / t`."""
+    return (np.float32(1) / np.maximum(amax, np.float32(1e-5))) * np.float32(127)
 
 
 def make_row(rng: np.random.Generator, k: int, kind: str) -> np.ndarray:
@@ -248,7 +260,7 @@ def make_activations(m: int, k: int, kind: str, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def activation_case(m: int, k: int, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, q_ref, s_ref) from the PyTorch reference, computed once for all ISAs."""
     x = make_activations(m, k, kind)
@@ -263,9 +275,14 @@ def test_tie_rows_really_tie():
     rng = np.random.default_rng(0)
     for amax in (1e-3, 0.37, 1.0, 3.3, 77.7, 1e3):
         row = tie_row(rng, 512, amax)
-        s = np.float32(127) / np.max(np.abs(row))
+        s = torch_s_x(np.max(np.abs(row)))
+        assert s == activation_quant_ref(torch.from_numpy(row[None]))[1].item()
         frac = (row * s) % 1
         assert np.mean(frac == 0.5) > 0.9, amax
+    for m in A_MS:  # the pow2 rows too, through the same path as the tests
+        x = make_activations(m, 256, "ties_pow2", seed=1)
+        frac = (x * torch_s_x(np.max(np.abs(x), axis=1))[:, None]) % 1
+        assert np.mean(frac == 0.5) > 0.9
 
 
 @pytest.mark.parametrize("k", A_KS)
@@ -315,6 +332,19 @@ def test_division_is_not_reciprocal_times_127():
     assert same_bits(s, (np.float32(1) / differ[:64]) * np.float32(127))
 
 
+def test_quantize_activations_independent_of_threads(forced_isa):
+    x, q_ref, s_ref = activation_case(128, 256, "mixed")  # several rows per task, many tasks
+    saved = bitnet.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            bitnet.set_num_threads(n)
+            q, s = ops.quantize_activations(x)
+            np.testing.assert_array_equal(q, q_ref)
+            assert same_bits(s, s_ref)
+    finally:
+        bitnet.set_num_threads(saved)
+
+
 def test_quantize_activations_torch_in_torch_out(forced_isa):
     x = torch.from_numpy(make_activations(5, 300, "mixed"))
     q, s = ops.quantize_activations(x)
@@ -349,8 +379,9 @@ def test_quantize_activations_extreme_rows(forced_isa):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
-@pytest.mark.parametrize("m,k,r", [(1, 1, 0), (5, 7, 3), (5, 33, 4), (4, 256, 1), (3, 2560, 2),
-                                   (128, 6912, 101)])
+@pytest.mark.parametrize(
+    "m,k,r", [(1, 1, 0), (5, 7, 3), (5, 33, 4), (4, 256, 1), (3, 2560, 2), (128, 6912, 101)]
+)
 def test_quantize_activations_non_finite(forced_isa, bad, m, k, r):
     x = make_activations(m, k, "normal")
     for c in sorted({0, k // 2, k - 1}):
@@ -363,8 +394,14 @@ def test_quantize_activations_non_finite(forced_isa, bad, m, k, r):
 
 
 @pytest.mark.parametrize(
-    "x", [np.zeros((2, 8), np.float64), np.zeros((2, 8), np.float16), np.zeros((2, 8), np.int8),
-          torch.zeros(2, 8, dtype=torch.float64), torch.zeros(2, 8, dtype=torch.float16)],
+    "x",
+    [
+        np.zeros((2, 8), np.float64),
+        np.zeros((2, 8), np.float16),
+        np.zeros((2, 8), np.int8),
+        torch.zeros(2, 8, dtype=torch.float64),
+        torch.zeros(2, 8, dtype=torch.float16),
+    ],
     ids=["np64", "np16", "npi8", "torch64", "torch16"],
 )
 def test_quantize_activations_wrong_dtype(x):

@@ -16,8 +16,8 @@ void bitlinear_quantized(const int8_t* q, const float* s_x, const int32_t* q_sum
   const kernels::gemm_k256_fn fn = M == 1 ? kern.gemv : kern.gemm;
   // One contiguous range of output rows per thread (a multiple of 16 rows, so tiles stay whole):
   // each thread streams its own part of the weights once.
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(get_num_threads(),
-                                                                 ceil_div(w.rows, 16)));
+  const int64_t threads =
+      std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), ceil_div(w.rows, 16)));
   const int64_t per = round_up(ceil_div(w.rows, threads), 16);
   parallel_for(threads, [&](int64_t t, int) {
     const int64_t n0 = std::min(w.rows, t * per), n1 = std::min(w.rows, n0 + per);

@@ -55,8 +55,8 @@ uint16_t fp32_to_fp16(float f) {
   const uint32_t ax = x & 0x7fffffffu;
   if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);  // inf / nan
   if (ax >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520: overflow to inf
-  if (ax < 0x38800000u) {                         // below the smallest normal half: subnormal
-    if (ax < 0x33000000u) return sign;            // < 2^-25 rounds to zero
+  if (ax < 0x38800000u) {                       // below the smallest normal half: subnormal
+    if (ax < 0x33000000u) return sign;          // < 2^-25 rounds to zero
     const uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
     const uint32_t shift = 126 - e;  // 14 + (113 - e)
     uint32_t r = m >> shift;
@@ -134,15 +134,15 @@ void check_shape(Format f, int64_t n, int64_t k) {
 
 uint8_t code_of(int8_t v, int64_t n, int64_t j) {
   if (v < -1 || v > 1)
-    throw std::invalid_argument(str_cat("ternary weights must be -1, 0 or 1; found ", int(v),
-                                        " at [", n, ", ", j, "]"));
+    throw std::invalid_argument(
+        str_cat("ternary weights must be -1, 0 or 1; found ", int(v), " at [", n, ", ", j, "]"));
   return uint8_t(v + 1);
 }
 
 int8_t value_of(unsigned code, Format f, int64_t n, int64_t j) {
   if (code > 2)
-    throw std::invalid_argument(str_cat(format_name(f), ": invalid 2-bit code 3 at [", n, ", ", j,
-                                        "] (corrupt data?)"));
+    throw std::invalid_argument(
+        str_cat(format_name(f), ": invalid 2-bit code 3 at [", n, ", ", j, "] (corrupt data?)"));
   return int8_t(int(code) - 1);
 }
 

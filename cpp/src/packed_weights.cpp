@@ -19,8 +19,8 @@ std::shared_ptr<uint8_t> aligned_bytes(int64_t n) {
 
 // The tensor scale of a TQ tensor from its block scales only (codes are checked at repack).
 float tq_scale(Format f, const uint8_t* data, int64_t n, int64_t k) {
-  const int64_t block = f == Format::tq1_0 ? int64_t(sizeof(block_tq1_0))
-                                           : int64_t(sizeof(block_tq2_0));
+  const int64_t block =
+      f == Format::tq1_0 ? int64_t(sizeof(block_tq1_0)) : int64_t(sizeof(block_tq2_0));
   const int64_t blocks = n * (k / 256);
   uint16_t d = 0;
   for (int64_t b = 0; b < blocks; ++b) {
@@ -67,8 +67,8 @@ std::shared_ptr<PackedWeights> PackedWeights::view(Format f, int64_t n, int64_t 
                                                    const uint8_t* data, int64_t nbytes,
                                                    std::shared_ptr<const void> owner, float scale) {
   const int64_t expect = packed_nbytes(f, n, k);
-  check_arg(nbytes == expect, format_name(f), ": [", n, ", ", k, "] needs ", expect,
-            " bytes, got ", nbytes);
+  check_arg(nbytes == expect, format_name(f), ": [", n, ", ", k, "] needs ", expect, " bytes, got ",
+            nbytes);
   auto p = std::shared_ptr<PackedWeights>(new PackedWeights());
   p->format_ = f;
   p->rows_ = n;

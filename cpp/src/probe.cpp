@@ -45,7 +45,8 @@ std::atomic<uint64_t> g_sink{0};
 }  // namespace
 
 double measure_read_bandwidth(int64_t bytes, int threads, int repeats) {
-  check_arg(threads >= 1 && repeats >= 1, "measure_read_bandwidth: threads and repeats must be >= 1");
+  check_arg(threads >= 1 && repeats >= 1,
+            "measure_read_bandwidth: threads and repeats must be >= 1");
   const int64_t part = round_up(std::max<int64_t>(bytes / threads, 4096), 4096);
   const int64_t total = part * threads;
   void* raw = std::aligned_alloc(4096, size_t(total));
@@ -57,7 +58,8 @@ double measure_read_bandwidth(int64_t bytes, int threads, int repeats) {
   for (int r = 0; r < repeats + 1; ++r) {
     const double t0 = now_s();
     on_threads(threads, [&](int t) {
-      g_sink.fetch_add(kern.read_bytes(buf.get() + t * part, size_t(part)), std::memory_order_relaxed);
+      g_sink.fetch_add(kern.read_bytes(buf.get() + t * part, size_t(part)),
+                       std::memory_order_relaxed);
     });
     const double dt = now_s() - t0;
     if (r > 0) rates.push_back(double(total) / dt / 1e9);  // the first run warms up

@@ -32,8 +32,8 @@ float quantize_weights(const float* w, int64_t count, int8_t* t) {
     sums[size_t(c)] = s;
   });
   for (int64_t c = 0; c < n_chunks; ++c)
-    check_arg(bad[size_t(c)] < 0, "quantize_weights: weight ", w[bad[size_t(c)]],
-              " at flat index ", bad[size_t(c)], " is not finite");
+    check_arg(bad[size_t(c)] < 0, "quantize_weights: weight ", w[bad[size_t(c)]], " at flat index ",
+              bad[size_t(c)], " is not finite");
   double total = 0.0;
   for (double s : sums) total += s;
   const float s_w = std::max(float(total / double(count)), 1e-5f);

@@ -196,7 +196,8 @@ std::shared_ptr<Pool> pool() {
 }  // namespace
 
 void set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
+  if (n < 1)
+    throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
   std::lock_guard<std::mutex> lk(g_pool_mu);
   g_num_threads = n;
 }

@@ -3,6 +3,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
+
 #include <cstdint>
 #elif defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
@@ -33,7 +34,7 @@ CpuFeatures detect() {
   f.avx = c & (1u << 28);
   if (osxsave) {
     uint64_t xcr0 = xgetbv0();
-    f.os_avx = (xcr0 & 0x6) == 0x6;              // XMM and YMM state
+    f.os_avx = (xcr0 & 0x6) == 0x6;                   // XMM and YMM state
     f.os_avx512 = f.os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask, ZMM_Hi256, Hi16_ZMM
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {

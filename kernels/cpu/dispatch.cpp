@@ -14,25 +14,24 @@ namespace bitnet::kernels {
 
 namespace {
 
-const CpuKernels kRef{Isa::ref,          "ref",          ref::quantize_row_i8, ref::gemv_k256_i8,
+const CpuKernels kRef{Isa::ref,          "ref",           ref::quantize_row_i8, ref::gemv_k256_i8,
                       ref::gemm_k256_i8, ref::read_bytes, ref::int8_peak};
 #if defined(BITNET_HAVE_X86)
-const CpuKernels kAvx2{Isa::avx2,          "avx2",           avx2::quantize_row_i8,
-                       avx2::gemv_k256_i8, avx2::gemm_k256_i8, avx2::read_bytes,
-                       avx2::int8_peak};
+const CpuKernels kAvx2{
+    Isa::avx2,          "avx2",           avx2::quantize_row_i8, avx2::gemv_k256_i8,
+    avx2::gemm_k256_i8, avx2::read_bytes, avx2::int8_peak};
 // Quantization and streaming reads are not the bottleneck: the AVX-512 tables reuse AVX2's.
-const CpuKernels kAvx512{Isa::avx512,          "avx512",           avx2::quantize_row_i8,
-                         avx512::gemv_k256_i8, avx512::gemm_k256_i8, avx2::read_bytes,
-                         avx512::int8_peak};
-const CpuKernels kAvx512Vnni{Isa::avx512_vnni,          "avx512_vnni",
-                             avx2::quantize_row_i8,     avx512_vnni::gemv_k256_i8,
-                             avx512_vnni::gemm_k256_i8, avx2::read_bytes,
-                             avx512_vnni::int8_peak};
+const CpuKernels kAvx512{
+    Isa::avx512,          "avx512",         avx2::quantize_row_i8, avx512::gemv_k256_i8,
+    avx512::gemm_k256_i8, avx2::read_bytes, avx512::int8_peak};
+const CpuKernels kAvx512Vnni{
+    Isa::avx512_vnni,          "avx512_vnni",    avx2::quantize_row_i8, avx512_vnni::gemv_k256_i8,
+    avx512_vnni::gemm_k256_i8, avx2::read_bytes, avx512_vnni::int8_peak};
 #endif
 #if defined(BITNET_HAVE_NEON)
-const CpuKernels kNeon{Isa::neon,          "neon",           neon::quantize_row_i8,
-                       neon::gemv_k256_i8, neon::gemm_k256_i8, neon::read_bytes,
-                       neon::int8_peak};
+const CpuKernels kNeon{
+    Isa::neon,          "neon",           neon::quantize_row_i8, neon::gemv_k256_i8,
+    neon::gemm_k256_i8, neon::read_bytes, neon::int8_peak};
 const CpuKernels kNeonDot{Isa::neon_dotprod,          "neon_dotprod",
                           neon::quantize_row_i8,      neon_dotprod::gemv_k256_i8,
                           neon_dotprod::gemm_k256_i8, neon::read_bytes,

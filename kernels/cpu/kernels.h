@@ -60,18 +60,18 @@ using read_bytes_fn = uint64_t (*)(const uint8_t* p, size_t bytes);
 // multiply-adds one iteration performs. Used to measure this core's int8 peak.
 using int8_peak_fn = int64_t (*)(int64_t iters, int64_t* macs_per_iter);
 
-#define BITNET_DECLARE_KERNELS(ns)                                                                \
-  namespace ns {                                                                                  \
-  bool quantize_row_i8(const float* x, int64_t k, int8_t* q, int64_t k_pad, float* s_x,          \
-                       int32_t* q_sum);                                                           \
-  void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,            \
-                    const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale,     \
-                    float* y, int64_t ldy);                                                       \
-  void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,            \
-                    const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale,     \
-                    float* y, int64_t ldy);                                                       \
-  uint64_t read_bytes(const uint8_t* p, size_t bytes);                                            \
-  int64_t int8_peak(int64_t iters, int64_t* macs_per_iter);                                       \
+#define BITNET_DECLARE_KERNELS(ns)                                                          \
+  namespace ns {                                                                            \
+  bool quantize_row_i8(const float* x, int64_t k, int8_t* q, int64_t k_pad, float* s_x,     \
+                       int32_t* q_sum);                                                     \
+  void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,        \
+                    const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, \
+                    float* y, int64_t ldy);                                                 \
+  void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,        \
+                    const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, \
+                    float* y, int64_t ldy);                                                 \
+  uint64_t read_bytes(const uint8_t* p, size_t bytes);                                      \
+  int64_t int8_peak(int64_t iters, int64_t* macs_per_iter);                                 \
   }
 
 // Each namespace defines the subset its table uses (dispatch.cpp); tables may share functions

@@ -143,8 +143,15 @@ struct Problem {
   float w_scale = 1.0f;
 
   Problem(int64_t m, int64_t n, int64_t blocks)
-      : M(m), N(n), nb(blocks), kp(blocks * bk::kK256Values), ldy(n + 3),
-        codes(size_t(n * kp)), q(size_t(m * kp)), s_x(size_t(m), 1.0f), q_sum(size_t(m), 0) {}
+      : M(m),
+        N(n),
+        nb(blocks),
+        kp(blocks * bk::kK256Values),
+        ldy(n + 3),
+        codes(size_t(n * kp)),
+        q(size_t(m * kp)),
+        s_x(size_t(m), 1.0f),
+        q_sum(size_t(m), 0) {}
   void pack() { w = pack_k256(codes, N, kp); }
 };
 
@@ -153,8 +160,8 @@ using gemm_fn = bk::gemm_k256_fn;
 // Runs fn over rows [n0, n1) on a sentinel-filled output of M x ldy floats.
 std::vector<float> run_gemm(gemm_fn fn, const Problem& p, int64_t n0, int64_t n1) {
   std::vector<float> y(static_cast<size_t>(p.M * p.ldy), from_bits(kSentinel));
-  fn(p.w.data(), p.nb, p.q.data(), p.s_x.data(), p.q_sum.data(), p.M, n0, n1, p.w_scale,
-     y.data(), p.ldy);
+  fn(p.w.data(), p.nb, p.q.data(), p.s_x.data(), p.q_sum.data(), p.M, n0, n1, p.w_scale, y.data(),
+     p.ldy);
   return y;
 }
 
@@ -169,16 +176,18 @@ std::string diff_outputs(const std::vector<float>& got, const std::vector<float>
     }
   if (bad == 0) return "";
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%lld mismatches; first at m=%lld n=%lld: got %.9g (0x%08x), "
-                "want %.9g (0x%08x)", (long long)bad, (long long)(first / ldy),
-                (long long)(first % ldy), double(got[size_t(first)]), bits(got[size_t(first)]),
-                double(want[size_t(first)]), bits(want[size_t(first)]));
+  std::snprintf(buf, sizeof buf,
+                "%lld mismatches; first at m=%lld n=%lld: got %.9g (0x%08x), "
+                "want %.9g (0x%08x)",
+                (long long)bad, (long long)(first / ldy), (long long)(first % ldy),
+                double(got[size_t(first)]), bits(got[size_t(first)]), double(want[size_t(first)]),
+                bits(want[size_t(first)]));
   return buf;
 }
 
 // The output the contract requires: sentinel outside [n0, n1), the formula inside.
-std::vector<float> expected_output(const Problem& p, const std::vector<int64_t>& sums,
-                                   int64_t n0, int64_t n1) {
+std::vector<float> expected_output(const Problem& p, const std::vector<int64_t>& sums, int64_t n0,
+                                   int64_t n1) {
   std::vector<float> y(static_cast<size_t>(p.M * p.ldy), from_bits(kSentinel));
   for (int64_t m = 0; m < p.M; ++m)
     for (int64_t n = n0; n < n1; ++n)
@@ -255,8 +264,8 @@ class KernelTest : public ::testing::TestWithParam<Isa> {
     for (int64_t i = 0; i < k_pad; ++i) {
       ASSERT_EQ(int(q_t[size_t(i + 1)]), int(q_r[size_t(i + 1)]))
           << what << ": q[" << i << "] (x = " << (i < k ? x[i] : 0.0f) << ", k = " << k << ")";
-      ASSERT_EQ(int(q_r[size_t(i + 1)]), int(q_s[size_t(i + 1)])) << what << ": ref vs spec q["
-                                                                   << i << "]";
+      ASSERT_EQ(int(q_r[size_t(i + 1)]), int(q_s[size_t(i + 1)]))
+          << what << ": ref vs spec q[" << i << "]";
     }
     EXPECT_EQ(int(q_t[0]), 0x5a) << what << ": wrote before q";
     for (int64_t i = k_pad; i < k_pad + kGuard; ++i)
@@ -271,9 +280,8 @@ class KernelTest : public ::testing::TestWithParam<Isa> {
     for (const auto& [n0, n1] : ranges) {
       const std::vector<float> want = expected_output(p, sums, n0, n1);
       const std::vector<float> ref_y = run_gemm(ref_->gemm, p, n0, n1);
-      const std::string where = what + " M=" + std::to_string(p.M) + " nb=" +
-                                std::to_string(p.nb) + " n=[" + std::to_string(n0) + "," +
-                                std::to_string(n1) + ")";
+      const std::string where = what + " M=" + std::to_string(p.M) + " nb=" + std::to_string(p.nb) +
+                                " n=[" + std::to_string(n0) + "," + std::to_string(n1) + ")";
       ASSERT_EQ(diff_outputs(ref_y, want, p.ldy), "") << where << ": ref vs int64 spec";
       ASSERT_EQ(diff_outputs(run_gemm(t_->gemv, p, n0, n1), ref_y, p.ldy), "")
           << where << ": gemv vs ref";
@@ -290,9 +298,8 @@ class KernelTest : public ::testing::TestWithParam<Isa> {
 
 TEST_P(KernelTest, QuantizeRandomRows) {
   Rng rng(1234);
-  const int64_t ks[] = {1,  2,  3,  4,   5,   7,   8,   9,    15,   16,  17,
-                        31, 32, 33, 63,  64,  65,  100, 255,  256,  257, 1000,
-                        2560, 6912};
+  const int64_t ks[] = {1,  2,  3,  4,  5,  7,   8,   9,   15,  16,   17,   31,
+                        32, 33, 63, 64, 65, 100, 255, 256, 257, 1000, 2560, 6912};
   const float scales[] = {1.0f, 1e3f, 3e-7f, 1e-5f};
   for (int64_t k : ks)
     for (float scale : scales)
@@ -333,8 +340,7 @@ TEST_P(KernelTest, QuantizeTies) {
       std::vector<float> x(static_cast<size_t>(k));
       for (auto& v : x) v = vals[size_t(rng.range(0, int64_t(vals.size()) - 1))];
       x[size_t(rng.range(0, k - 1))] = rng.range(0, 1) ? amax : -amax;
-      check_quantize(x, pad256(k), "ties amax=" + std::to_string(amax) + " k=" +
-                                       std::to_string(k));
+      check_quantize(x, pad256(k), "ties amax=" + std::to_string(amax) + " k=" + std::to_string(k));
       if (HasFatalFailure()) return;
     }
   }
@@ -375,10 +381,9 @@ TEST_P(KernelTest, QuantizeZerosAndTiny) {
 
 TEST_P(KernelTest, QuantizeNonFiniteReturnsFalse) {
   Rng rng(7);
-  const float bad[] = {std::numeric_limits<float>::quiet_NaN(),
-                       -std::numeric_limits<float>::quiet_NaN(),
-                       std::numeric_limits<float>::infinity(),
-                       -std::numeric_limits<float>::infinity()};
+  const float bad[] = {
+      std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+      std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
   for (int64_t k : {1, 3, 4, 5, 8, 16, 17, 31, 37, 64, 2560}) {
     for (int64_t pos : {int64_t(0), k / 2, k - 1}) {
       for (float b : bad) {
@@ -404,7 +409,7 @@ TEST_P(KernelTest, ProductRandom) {
   const int64_t N = 23;
   // [n0, n1) ranges: all rows, offset ranges whose length is not a multiple of any tile
   // (13, 7, 1), the last row alone, and an empty range (must write nothing).
-  const std::vector<std::pair<int64_t, int64_t>> ranges = {{0, N}, {5, 18}, {2, 9},
+  const std::vector<std::pair<int64_t, int64_t>> ranges = {{0, N}, {5, 18},    {2, 9},
                                                            {1, 2}, {N - 1, N}, {3, 3}};
   for (int64_t nb : {1, 2, 3, 10, 27}) {
     for (int64_t M : {1, 2, 3, 4, 5, 7, 17}) {
@@ -575,8 +580,8 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, KernelTest, ::testing::ValuesIn(kAllIsas),
 
 TEST(IsaCoverage, ReportAndRequirements) {
   std::string tested, missing;
-  for (Isa isa : kAllIsas) (bk::table_for(isa) ? tested : missing) += std::string(" ") +
-                                                                        bk::isa_name(isa);
+  for (Isa isa : kAllIsas)
+    (bk::table_for(isa) ? tested : missing) += std::string(" ") + bk::isa_name(isa);
   std::string feats;
   for (const auto& f : bk::cpu_features().names()) feats += " " + f;
   std::printf("bitnet kernel tests: tested ISAs:%s; unavailable ISAs:%s; cpu features:%s\n",

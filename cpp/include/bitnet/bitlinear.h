@@ -11,8 +11,7 @@ namespace bitnet {
 // Quantizes x per row (quant.h), multiplies with the ternary weights in int32 on the active ISA's
 // kernels, rescales. M == 1 runs the GEMV kernel, M > 1 the GEMM kernel; output rows are split
 // across the thread pool. Throws std::invalid_argument on a K mismatch or NaN/Inf in x.
-void bitlinear(const float* x, int64_t M, int64_t K, const PackedWeights& w, float* y,
-               int64_t ldy);
+void bitlinear(const float* x, int64_t M, int64_t K, const PackedWeights& w, float* y, int64_t ldy);
 
 // The same on already-quantized activations q [M, kp] (kp = 256 * w.kernel().nb, zero-padded),
 // with their scales and row sums; used by benchmarks and by layers that share one quantization.
