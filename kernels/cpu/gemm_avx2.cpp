@@ -114,8 +114,9 @@ bool quantize_row_i8(const float* x, int64_t k, int8_t* q, int64_t k_pad, float*
 void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
                   const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
                   int64_t ldy) {
-  // Four weight rows in flight share each activation load and keep four memory streams busy.
-  k256_gemm<1, 4>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
+  // One weight row at a time: rows are contiguous, so each thread reads its range as a single
+  // linear stream, prefetched 2 KiB ahead (decode is memory-bound; see docs/performance.md).
+  k256_gemm<1, 1, 2048>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
 }
 
 void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,

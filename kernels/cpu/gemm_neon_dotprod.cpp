@@ -58,9 +58,9 @@ struct Ops {
 void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
                   const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
                   int64_t ldy) {
-  // Four weight rows in flight share each activation load (four memory streams, four
-  // independent sdot chains).
-  k256_gemm<1, 4>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
+  // One weight row at a time: each thread reads its range as one linear stream, prefetched
+  // 1 KiB ahead (distance not tuned on ARM hardware yet).
+  k256_gemm<1, 1, 1024>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
 }
 
 void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
