@@ -5,17 +5,12 @@
 #include <cstring>
 
 #include "bitnet/common.h"
+#include "bitnet/memory.h"
 
 namespace bitnet {
 
 namespace {
 
-std::shared_ptr<uint8_t> aligned_bytes(int64_t n) {
-  const size_t size = size_t(round_up(std::max<int64_t>(n, 1), 64));
-  void* p = std::aligned_alloc(64, size);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
-}
 
 // The tensor scale of a TQ tensor from its block scales only (codes are checked at repack).
 float tq_scale(Format f, const uint8_t* data, int64_t n, int64_t k) {
@@ -46,7 +41,7 @@ float tq_scale(Format f, const uint8_t* data, int64_t n, int64_t k) {
 std::shared_ptr<PackedWeights> PackedWeights::pack(Format f, const int8_t* t, int64_t n, int64_t k,
                                                    float scale) {
   const int64_t nbytes = packed_nbytes(f, n, k);
-  auto buf = aligned_bytes(nbytes);
+  auto buf = alloc_buffer(nbytes);
   pack_ternary(f, t, n, k, scale, buf.get());
   auto p = std::shared_ptr<PackedWeights>(new PackedWeights());
   p->format_ = f;
@@ -101,7 +96,7 @@ std::shared_ptr<PackedWeights> PackedWeights::view(Format f, int64_t n, int64_t 
 const KernelWeights& PackedWeights::kernel() const {
   std::call_once(kernel_once_, [this] {
     const int64_t nb = ceil_div(cols_, 256);
-    auto buf = aligned_bytes(rows_ * nb * 64);
+    auto buf = alloc_buffer(rows_ * nb * 64);
     repack_native(format_, data_, rows_, cols_, buf.get());
     kernel_buf_ = buf;
     kernel_ = KernelWeights{buf.get(), rows_, nb, scale_};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bitnet/common.h"
+#include "bitnet/memory.h"
 #include "bitnet/threadpool.h"
 #include "kernels.h"
 
@@ -49,9 +50,8 @@ double measure_read_bandwidth(int64_t bytes, int threads, int repeats) {
             "measure_read_bandwidth: threads and repeats must be >= 1");
   const int64_t part = round_up(std::max<int64_t>(bytes / threads, 4096), 4096);
   const int64_t total = part * threads;
-  void* raw = std::aligned_alloc(4096, size_t(total));
-  if (!raw) throw std::bad_alloc();
-  std::unique_ptr<uint8_t, void (*)(void*)> buf(static_cast<uint8_t*>(raw), std::free);
+  // Same allocator (and page size) as the repacked weights, so the two are comparable.
+  std::shared_ptr<uint8_t> buf = alloc_buffer(total);
   const kernels::CpuKernels& kern = kernels::active();
   on_threads(threads, [&](int t) { std::memset(buf.get() + t * part, t + 1, size_t(part)); });
   std::vector<double> rates;
