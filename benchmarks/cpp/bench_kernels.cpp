@@ -27,12 +27,16 @@
 //   pct_bw        W_B/s as % of the measured read bandwidth at the same thread count
 //   pct_peak      MAC/s as % of the measured int8 peak of the best ISA (the machine's), same
 //                 thread count; pct_peak_isa: of the peak of the ISA that ran
+//   others        CPUs kept busy by other processes during the measurement (0 on an idle
+//                 machine; -1 if /proc/stat is unavailable)
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -126,11 +130,34 @@ std::shared_ptr<PackedWeights> random_weights(int64_t n, int64_t k, uint64_t see
   return p;
 }
 
-// Pre-quantized activations [m, kp] from standard-normal fp32 rows.
+// 64-byte aligned storage, so activation rows start on a cache line whatever malloc returns.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, size_t(bitnet::round_up(int64_t(n * sizeof(T)), 64)));
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const Aligned64<U>&) const {
+    return true;
+  }
+  template <typename U>
+  bool operator!=(const Aligned64<U>&) const {
+    return false;
+  }
+};
+
+// Pre-quantized activations [m, kp] from standard-normal fp32 rows (64-byte aligned).
 struct Activations {
   int64_t m = 0, k = 0, kp = 0;
-  std::vector<float> x;
-  std::vector<int8_t> q;
+  std::vector<float, Aligned64<float>> x;
+  std::vector<int8_t, Aligned64<int8_t>> q;
   std::vector<float> s_x;
   std::vector<int32_t> q_sum;
 };
@@ -234,16 +261,54 @@ Limits limits(Isa isa, int threads) {
   return {bandwidth(threads), peak(best_isa(), threads), peak(isa, threads)};
 }
 
-// Wall-clock seconds of the timed loop, measured around it (the loop's own start/stop cost is
-// negligible next to one product), so the ratios below are plain percentages.
+// Steady-clock seconds. The timed loops are also timed with it (their own start/stop cost is
+// negligible next to one product), so the ratio counters can be plain percentages.
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Counters for `bytes` weight bytes and `macs` multiply-adds per iteration over `secs` seconds.
-void report(benchmark::State& st, double bytes, double macs, double secs, const Limits& lim) {
+// CPU-seconds all CPUs spent busy since boot (/proc/stat, steal included); -1 if unknown.
+double system_busy_seconds() {
+  FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return -1;
+  unsigned long long v[8] = {};
+  const int got = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                              &v[3], &v[4], &v[5], &v[6], &v[7]);
+  std::fclose(f);
+  if (got < 5) return -1;
+  unsigned long long busy = 0;
+  for (int i = 0; i < 8; ++i)
+    if (i != 3 && i != 4) busy += v[i];  // all but idle and iowait
+  return double(busy) / double(sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);  // this process, all threads
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+// Wall clock and CPU use around a timed loop. others(): the average number of CPUs kept busy by
+// anything but this process (other processes, hypervisor steal) meanwhile; a value well above 0
+// means the measurement (2-thread ones above all) was disturbed.
+struct Watch {
+  double t0 = now_s(), busy0 = system_busy_seconds(), own0 = own_cpu_seconds();
+  double seconds() const { return now_s() - t0; }
+  double others() const {
+    const double wall = seconds(), busy = system_busy_seconds();
+    if (busy < 0 || busy0 < 0 || wall <= 0) return -1;
+    return std::max(0.0, (busy - busy0) - (own_cpu_seconds() - own0)) / wall;
+  }
+};
+
+// Counters for `bytes` weight bytes and `macs` multiply-adds per iteration of the loop `watch`
+// timed.
+void report(benchmark::State& st, double bytes, double macs, const Watch& watch,
+            const Limits& lim) {
   using C = benchmark::Counter;
-  const double it = double(st.iterations());
+  const double it = double(st.iterations()), secs = watch.seconds();
+  st.counters["others"] = watch.others();
   st.counters["W_B/s"] = C(bytes * it, C::kIsRate);
   st.counters["MAC/s"] = C(macs * it, C::kIsRate);
   if (secs <= 0 || it == 0) return;
@@ -257,16 +322,20 @@ void report(benchmark::State& st, double bytes, double macs, double secs, const 
 void BM_ReadBandwidth(benchmark::State& st) {
   const int threads = int(st.range(0));
   double v = 0;
+  const Watch watch;
   for (auto _ : st) v = bandwidth(threads, /*fresh=*/true);
   st.counters["GB/s"] = v;
+  st.counters["others"] = watch.others();
   st.counters["buffer_MiB"] = double(bandwidth_bytes()) / double(1 << 20);
 }
 
 void BM_Int8Peak(benchmark::State& st, Isa isa) {
   const int threads = int(st.range(0));
   double v = 0;
+  const Watch watch;
   for (auto _ : st) v = peak(isa, threads, /*fresh=*/true);
   st.counters["GMAC/s"] = v;
+  st.counters["others"] = watch.others();
 }
 
 // GEMV (M = 1) or GEMM (M > 1) through bitlinear_quantized on one cached matrix.
@@ -282,14 +351,13 @@ void BM_Product(benchmark::State& st, Isa isa) {
   const KernelWeights& w = weights(n, k).kernel();
   const Activations& a = activations(m, k);
   std::vector<float> y(size_t(m * n));
-  const double t0 = now_s();
+  const Watch watch;
   for (auto _ : st) {
     bitnet::bitlinear_quantized(a.q.data(), a.s_x.data(), a.q_sum.data(), m, w, y.data(), n);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  const double secs = now_s() - t0;
-  report(st, double(n) * double(k) / 4, double(m) * double(n) * double(k), secs, lim);
+  report(st, double(n) * double(k) / 4, double(m) * double(n) * double(k), watch, lim);
 }
 
 // One decode step over the 30-layer set: 210 GEMVs in layer order.
@@ -315,14 +383,14 @@ void BM_Decode(benchmark::State& st, Isa isa) {
     calls.push_back({&p->kernel(), &activations(1, p->cols()), nullptr});
   }
   for (size_t i = 0; i < calls.size(); ++i) calls[i].y = ys[set.mats[i]->rows()].data();
-  const double t0 = now_s();
+  const Watch watch;
   for (auto _ : st) {
     for (const Call& c : calls)
       bitnet::bitlinear_quantized(c.a->q.data(), c.a->s_x.data(), c.a->q_sum.data(), 1, *c.w, c.y,
                                   c.w->rows);
     benchmark::ClobberMemory();
   }
-  report(st, set.bytes, set.macs, now_s() - t0, lim);
+  report(st, set.bytes, set.macs, watch, lim);
   st.counters["tok/s"] = benchmark::Counter(double(st.iterations()), benchmark::Counter::kIsRate);
 }
 
@@ -339,14 +407,13 @@ void BM_Bitlinear(benchmark::State& st, Isa isa) {
   const PackedWeights& w = weights(n, k);
   const Activations& a = activations(m, k);
   std::vector<float> y(size_t(m * n));
-  const double t0 = now_s();
+  const Watch watch;
   for (auto _ : st) {
     bitnet::bitlinear(a.x.data(), m, k, w, y.data(), n);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  const double secs = now_s() - t0;
-  report(st, double(n) * double(k) / 4, double(m) * double(n) * double(k), secs, lim);
+  report(st, double(n) * double(k) / 4, double(m) * double(n) * double(k), watch, lim);
 }
 
 void register_all() {

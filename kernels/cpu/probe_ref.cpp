@@ -19,13 +19,13 @@ uint64_t read_bytes(const uint8_t* p, size_t bytes) {
 }
 
 int64_t int8_peak(int64_t iters, int64_t* macs_per_iter) {
-  // Eight independent int32 accumulators of int8 x int8 products.
-  volatile int8_t seed = 3;
-  int32_t acc[8] = {0};
-  int8_t w[8];
-  for (int i = 0; i < 8; ++i) w[i] = int8_t(seed + i);
+  // Eight independent chains acc = acc * w + c of int8-range operands: the loop-carried
+  // dependency keeps the compiler from hoisting the products out of the loop.
+  int32_t acc[8];
+  volatile int32_t seed = 3;
+  for (int i = 0; i < 8; ++i) acc[i] = seed + i;
   for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 8; ++i) acc[i] += int32_t(w[i]) * int32_t(w[(i + 1) & 7]);
+    for (int i = 0; i < 8; ++i) acc[i] = int32_t(int8_t(acc[i])) * int32_t(int8_t(i + 1)) + 1;
   *macs_per_iter = 8;
   int64_t s = 0;
   for (int i = 0; i < 8; ++i) s += acc[i];

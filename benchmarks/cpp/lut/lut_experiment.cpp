@@ -1,27 +1,39 @@
 // lut_experiment: lookup-table (TL2, lut_kernels.h) vs multiply-add (K256, kernels/cpu) ternary x
 // int8 products on this CPU, for decode (GEMV, M = 1) and prefill (GEMM, M = 128).
 //
-// Build (inside the project, once benchmarks/cpp/CMakeLists.txt does add_subdirectory(lut)):
-//   cmake -S . -B build -DBITNET_BUILD_BENCHMARKS=ON && cmake --build build --target lut_experiment
-// Build standalone (this folder only; it pulls in the core with add_subdirectory):
+// Build inside the project (benchmarks/cpp/CMakeLists.txt adds this folder when it exists; that
+// file needs Google Benchmark, apt-get install libbenchmark-dev):
+//   cmake -S . -B build/bench -DBITNET_BUILD_BENCHMARKS=ON
+//   cmake --build build/bench --target lut_experiment   (-> build/bench/benchmarks/cpp/lut/)
+// Build standalone (this folder only; it adds the repository root for bitnet_core):
 //   cmake -S benchmarks/cpp/lut -B /tmp/lut_build && cmake --build /tmp/lut_build -j2
 // Run:
-//   /tmp/lut_build/lut_experiment                 verify, then benchmark everything
+//   /tmp/lut_build/lut_experiment                 verify, then benchmark everything (~30 s)
 //   /tmp/lut_build/lut_experiment --verify-only   exactness checks only (exit 1 on any mismatch)
-//   options: --reps N (timed repetitions, default 9), --no-decode (skip the 30-layer decode set),
-//            --layers L (layers in the decode set, default 30), --quick (fewer shapes / reps)
+//   options: --reps N (timed rounds, default 9; x3 for GEMV), --no-decode / --decode-only,
+//            --layers L (layers of the decode set, default 30), --quick (fewer shapes / reps),
+//            --prefetch-k256 D,.. / --prefetch-tl2 D,.. (software-prefetch distances in bytes,
+//            0 = none; negative K256 values = tiles of 4 rows)
 //
 // (a) Verification: the TL2 GEMV/GEMM of every ISA built here must produce bit-identical outputs
 //     to the scalar K256 reference kernel (table_for(Isa::ref)->gemm) on random and adversarial
-//     inputs (all -128, all +127, extreme weight/activation sign alignment), several shapes,
-//     M = 1..17, partial row ranges; w_scale = s_x = 1 makes the float outputs exact integers,
-//     and random scales check the float formula bit for bit. The vectorised table builders are
-//     compared byte for byte with the scalar one. Any mismatch: message and exit status 1.
+//     inputs (all -128, all +127, +-extremes, weights aligned with the activation signs so every
+//     product is +-128, all 27 group patterns), shapes from 32x24 to 2560x6912 (ragged N and K
+//     included), M = 1..17, row ranges split as threads split them, with and without prefetch;
+//     w_scale = s_x = 1 makes the float outputs exact integers and random scales check the float
+//     formula bit for bit. The vectorised table builders are compared byte for byte with the
+//     scalar one; the K256 SIMD kernels and the prefetch controls are checked too. Any mismatch:
+//     message and exit status 1.
 // (b) Timing: median (and min) microseconds per call, weight GB/s (bytes of the variant's own
-//     layout per second) and GMAC/s, for the 2B4T shapes, M = 1 and 128, 1 and 2 threads,
-//     variants interleaved round-robin so that machine noise hits all of them alike; then one
-//     decode token over a 30-layer 2B4T weight set (larger than the caches), per variant.
-//     LUT timings include building the tables (per thread for GEMV, split over threads for GEMM).
+//     layout per second) and GMAC/s, for the 2B4T shapes, M = 1 and 128, 1 and 2 threads (one
+//     contiguous row range per thread via bitnet::parallel_for), variants interleaved round-robin
+//     so that machine noise hits all of them alike; then one decode token over a 30-layer 2B4T
+//     weight set (521 MB at 2 bits, far beyond the caches this VM really gets), per variant.
+//     LUT timings include building the tables (per thread for GEMV; split over threads for
+//     GEMM; in the decode token once per distinct input: q/k/v and gate/up share theirs).
+//     Variants: k256_<isa> = the core's kernels as dispatched (table_for(isa)->gemv / gemm);
+//     k256_<isa>_pfD = the same GEMV plus software prefetch D bytes ahead (controls in
+//     k256_prefetch_*.cpp); tl2_<isa>[_pfD] = the LUT kernels of this folder.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -129,17 +141,47 @@ struct Tl2Isa {
 std::vector<Tl2Isa> tl2_isas() {
   std::vector<Tl2Isa> v;
   if (have_avx2())
-    v.push_back({"tl2_avx2", avx2::build_lut_tl2_i8, avx2::gemv_tl2_i8, avx2::gemm_tl2_i8,
-                 kTl2Lut16Bytes});
+    v.push_back(
+        {"tl2_avx2", avx2::build_lut_tl2_i8, avx2::gemv_tl2_i8, avx2::gemm_tl2_i8, kTl2Lut16Bytes});
   if (have_avx512())
-    v.push_back({"tl2_avx512", avx512::build_lut_tl2_i8, avx512::gemv_tl2_i8,
-                 avx512::gemm_tl2_i8, kTl2Lut64Bytes});
+    v.push_back({"tl2_avx512", avx512::build_lut_tl2_i8, avx512::gemv_tl2_i8, avx512::gemm_tl2_i8,
+                 kTl2Lut64Bytes});
+  return v;
+}
+
+// The K256 GEMV controls with software prefetch (lut_kernels.h).
+using k256_prefetch_fn = void (*)(const uint8_t*, int64_t, const int8_t*, const float*,
+                                  const int32_t*, int64_t, int64_t, int64_t, float, float*, int64_t,
+                                  int64_t);
+struct K256Pf {
+  const char* name;
+  k256_prefetch_fn fn;
+};
+std::vector<K256Pf> k256_prefetch_variants() {
+  std::vector<K256Pf> v;
+  if (have_avx2()) v.push_back({"k256_avx2", avx2::gemv_k256_i8_prefetch});
+  if (have_avx512()) v.push_back({"k256_avx512_vnni", avx512_vnni::gemv_k256_i8_prefetch});
   return v;
 }
 
 // ------------------------------------------------------------------------------ verification
 
 int g_failures = 0;
+// Software-prefetch distances (bytes) of the decode variants (--prefetch-k256 / --prefetch-tl2).
+// Best distances here (tried 512 .. 10240): TL2 2048 (both ISAs), K256 2048 (VNNI) / 3072 (AVX2).
+std::vector<int64_t> g_k256_prefetch = {2048, 3072};
+std::vector<int64_t> g_tl2_prefetch = {0, 2048};
+
+std::vector<int64_t> parse_list(const char* s) {
+  std::vector<int64_t> v;
+  for (const char* p = s; *p;) {
+    char* end = nullptr;
+    v.push_back(std::strtoll(p, &end, 10));
+    p = *end == ',' ? end + 1 : end;
+    if (end == p && *p) break;
+  }
+  return v;
+}
 
 void fail(const std::string& what) {
   if (g_failures < 20) std::printf("MISMATCH: %s\n", what.c_str());
@@ -173,8 +215,8 @@ void verify_builders(const Acts& a, const std::string& label) {
         const int j = int(g % 8), u = (j & 1) + 2 * (j >= 4), half = (j >> 1) & 1;
         for (int part = 0; part < 2; ++part)
           for (int lane = 0; lane < 2; ++lane) {
-            const int8_t* got = l.get() + sg * kTl2Lut64Bytes + 128 * u + 64 * part +
-                                32 * half + 16 * lane;
+            const int8_t* got =
+                l.get() + sg * kTl2Lut64Bytes + 128 * u + 64 * part + 32 * half + 16 * lane;
             if (std::memcmp(got, ref_lut.get() + 32 * g + 16 * part, 16) != 0) {
               fail("avx512 table build differs from ref (" + label + ")");
               return;
@@ -197,8 +239,8 @@ void verify_case(const std::vector<int8_t>& t, int64_t n, int64_t k, const Acts&
   pack_tl2(t.data(), n, k, tl2.get());
 
   auto y_ref = alloc<float>(M * n);
-  table_for(Isa::ref)->gemm(k256.get(), nb, a.q.get(), a.s_x.get(), a.q_sum.get(), M, 0, n,
-                            w_scale, y_ref.get(), n);
+  table_for(Isa::ref)->gemm(k256.get(), nb, a.q.get(), a.s_x.get(), a.q_sum.get(), M, 0, n, w_scale,
+                            y_ref.get(), n);
   auto check = [&](const float* y, const std::string& who) {
     for (int64_t i = 0; i < M * n; ++i)
       if (!same_bits(y[i], y_ref[i])) {
@@ -212,9 +254,19 @@ void verify_case(const std::vector<int8_t>& t, int64_t n, int64_t k, const Acts&
     const CpuKernels* kt = table_for(isa);
     if (!kt) continue;
     auto y = alloc<float>(M * n);
-    (M == 1 ? kt->gemv : kt->gemm)(k256.get(), nb, a.q.get(), a.s_x.get(), a.q_sum.get(), M, 0,
-                                   n, w_scale, y.get(), n);
+    (M == 1 ? kt->gemv : kt->gemm)(k256.get(), nb, a.q.get(), a.s_x.get(), a.q_sum.get(), M, 0, n,
+                                   w_scale, y.get(), n);
     check(y.get(), std::string("k256_") + kt->name);
+  }
+  if (M == 1) {
+    for (const K256Pf& v : k256_prefetch_variants()) {
+      for (int64_t pf : {int64_t(0), int64_t(2048), int64_t(-1)}) {
+        auto y = alloc<float>(n);
+        v.fn(k256.get(), nb, a.q.get(), a.s_x.get(), a.q_sum.get(), 1, 0, n, w_scale, y.get(), n,
+             pf);
+        check(y.get(), v.name + std::string("_prefetch"));
+      }
+    }
   }
   // TL2: scalar reference with lut16 tables, then each ISA with its own tables; the ISA kernels
   // are also called on split row ranges (as threads do): [0, 32 * b) and [32 * b, n).
@@ -224,8 +276,8 @@ void verify_case(const std::vector<int8_t>& t, int64_t n, int64_t k, const Acts&
                           lut16.get() + m * s.n_sg * kTl2Lut16Bytes);
   {
     auto y = alloc<float>(M * n);
-    ref::gemm_tl2_i8(tl2.get(), s.n_sg, lut16.get(), s.n_sg * kTl2Lut16Bytes, a.s_x.get(), M, 0,
-                     n, w_scale, y.get(), n);
+    ref::gemm_tl2_i8(tl2.get(), s.n_sg, lut16.get(), s.n_sg * kTl2Lut16Bytes, a.s_x.get(), M, 0, n,
+                     w_scale, y.get(), n, 0);
     check(y.get(), "tl2_ref");
   }
   for (const Tl2Isa& isa : tl2_isas()) {
@@ -233,15 +285,29 @@ void verify_case(const std::vector<int8_t>& t, int64_t n, int64_t k, const Acts&
     auto lut = alloc<int8_t>(M * stride);
     for (int64_t m = 0; m < M; ++m)
       isa.build(a.q.get() + m * a.kp, k, s.n_sg, lut.get() + m * stride);
-    for (int which = 0; which < 2; ++which) {
-      const gemm_tl2_fn fn = which == 0 ? isa.gemv : isa.gemm;
+    for (int which = 0; which < 4; ++which) {  // gemv, gemm; without and with prefetch
+      const gemm_tl2_fn fn = which % 2 == 0 ? isa.gemv : isa.gemm;
+      const int64_t pf = which < 2 ? 0 : 320;
       auto y = alloc<float>(M * n);
       const int64_t split = std::min(n, (s.n_blocks / 2) * kTl2Rows);
-      fn(tl2.get(), s.n_sg, lut.get(), stride, a.s_x.get(), M, 0, split, w_scale, y.get(), n);
-      fn(tl2.get(), s.n_sg, lut.get(), stride, a.s_x.get(), M, split, n, w_scale, y.get(), n);
-      check(y.get(), std::string(isa.name) + (which == 0 ? "_gemv" : "_gemm"));
+      fn(tl2.get(), s.n_sg, lut.get(), stride, a.s_x.get(), M, 0, split, w_scale, y.get(), n, pf);
+      fn(tl2.get(), s.n_sg, lut.get(), stride, a.s_x.get(), M, split, n, w_scale, y.get(), n, pf);
+      check(y.get(),
+            std::string(isa.name) + (which % 2 == 0 ? "_gemv" : "_gemm") + (pf ? "_prefetch" : ""));
     }
   }
+}
+
+std::string loadavg() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  char buf[128] = {};
+  if (f) {
+    if (!std::fgets(buf, sizeof buf, f)) buf[0] = 0;
+    std::fclose(f);
+  }
+  std::string s = buf;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s.empty() ? "n/a" : s;
 }
 
 int run_verification(bool quick) {
@@ -257,8 +323,10 @@ int run_verification(bool quick) {
       {"all+1", [](int64_t, int64_t, int8_t) { return int8_t(1); }},
       {"all-1", [](int64_t, int64_t, int8_t) { return int8_t(-1); }},
       {"all0", [](int64_t, int64_t, int8_t) { return int8_t(0); }},
-      {"aligned", [](int64_t r, int64_t, int8_t x) { return int8_t((r % 2 ? -1 : 1) * (x < 0 ? -1 : 1)); }},
-      {"patterns", [](int64_t r, int64_t c, int8_t) {  // all 27 group patterns, shifted per row
+      {"aligned",
+       [](int64_t r, int64_t, int8_t x) { return int8_t((r % 2 ? -1 : 1) * (x < 0 ? -1 : 1)); }},
+      {"patterns",
+       [](int64_t r, int64_t c, int8_t) {  // all 27 group patterns, shifted per row
          const int64_t p = (c / 3 + r) % 27;
          const int64_t d = c % 3 == 0 ? p % 3 : (c % 3 == 1 ? (p / 3) % 3 : p / 9);
          return int8_t(d - 1);
@@ -279,9 +347,13 @@ int run_verification(bool quick) {
   struct Shape {
     int64_t n, k;
   };
-  std::vector<Shape> shapes = {{32, 24},  {33, 7},    {64, 256},  {96, 300},
+  std::vector<Shape> shapes = {{32, 24},    {33, 7},     {64, 256}, {96, 300},
                                {100, 1000}, {256, 2560}, {80, 6912}};
-  if (!quick) shapes.push_back({640, 2560});
+  if (!quick) {  // the 2B4T shapes themselves (a few input kinds, M = 1 and 2)
+    shapes.push_back({640, 2560});
+    shapes.push_back({2560, 2560});
+    shapes.push_back({2560, 6912});
+  }
   const std::vector<int64_t> Ms = {1, 2, 3, 5, 17};
 
   // The core's own K256 packer must agree with the one used here for the big weight sets.
@@ -304,12 +376,13 @@ int run_verification(bool quick) {
         if (sh.n * sh.k > 100000 && wi > 2 && ai != 1 && ai != 2 && ai != 3) continue;
         for (int64_t M : Ms) {
           if (sh.n * sh.k > 100000 && M > 3) continue;
+          if (sh.n * sh.k > 2000000 && (M > 2 || (ai > 3 && wi != 4) || (wi > 2 && wi != 4)))
+            continue;
           const bool unit = (M + int64_t(ai)) % 2 == 0;
           Acts a = make_acts(M, sh.k, agens[ai].f, unit, rng);
           std::vector<int8_t> t(size_t(sh.n * sh.k));
           for (int64_t r = 0; r < sh.n; ++r)
-            for (int64_t c = 0; c < sh.k; ++c)
-              t[size_t(r * sh.k + c)] = wgens[wi].f(r, c, a.q[c]);
+            for (int64_t c = 0; c < sh.k; ++c) t[size_t(r * sh.k + c)] = wgens[wi].f(r, c, a.q[c]);
           const std::string label = std::to_string(sh.n) + "x" + std::to_string(sh.k) +
                                     " M=" + std::to_string(M) + " w=" + wgens[wi].name +
                                     " q=" + agens[ai].name + (unit ? " unit-scale" : "");
@@ -387,15 +460,24 @@ void run_k256(gemm_k256_fn fn, const Matrix& w, const Acts& a, float* y, int thr
   });
 }
 
+// A K256 GEMV with software prefetch (control experiment), rows split as run_k256.
+void run_k256_prefetch(k256_prefetch_fn fn, const Matrix& w, const Acts& a, float* y, int threads,
+                       int64_t prefetch) {
+  split_rows(threads, w.n, 16, [&](int64_t n0, int64_t n1, int) {
+    fn(w.k256.get(), w.nb, a.q.get(), a.s_x.get(), a.q_sum.get(), 1, n0, n1, 1.0f, y, w.n,
+       prefetch);
+  });
+}
+
 // TL2 GEMV: every thread builds the tables of the one activation row (unless `fresh` is false:
 // the tables of this input are already built) and computes its rows.
 void run_tl2_gemv(const Tl2Isa& isa, const Matrix& w, const Acts& a, float* y, int threads,
-                  LutScratch& scratch, bool fresh) {
+                  LutScratch& scratch, bool fresh, int64_t prefetch = 0) {
   const int64_t stride = w.s.n_sg * isa.lut_bytes_per_sg;
   split_rows(threads, w.n, kTl2Rows, [&](int64_t n0, int64_t n1, int t) {
     int8_t* lut = scratch.per_thread[size_t(t)].get();
     if (fresh) isa.build(a.q.get(), w.k, w.s.n_sg, lut);
-    isa.gemv(w.tl2.get(), w.s.n_sg, lut, stride, a.s_x.get(), 1, n0, n1, 1.0f, y, w.n);
+    isa.gemv(w.tl2.get(), w.s.n_sg, lut, stride, a.s_x.get(), 1, n0, n1, 1.0f, y, w.n, prefetch);
   });
 }
 
@@ -409,7 +491,7 @@ void run_tl2_gemm(const Tl2Isa& isa, const Matrix& w, const Acts& a, float* y, i
       isa.build(a.q.get() + m * a.kp, w.k, w.s.n_sg, lut + m * stride);
   });
   split_rows(threads, w.n, kTl2Rows, [&](int64_t n0, int64_t n1, int) {
-    isa.gemm(w.tl2.get(), w.s.n_sg, lut, stride, a.s_x.get(), a.M, n0, n1, 1.0f, y, w.n);
+    isa.gemm(w.tl2.get(), w.s.n_sg, lut, stride, a.s_x.get(), a.M, n0, n1, 1.0f, y, w.n, 0);
   });
 }
 
@@ -470,18 +552,43 @@ void bench_shapes(int reps, bool quick) {
                                      {"2560x6912", 2560, 6912}};
   const std::vector<Tl2Isa> tl2 = tl2_isas();
   LutScratch scratch;
-  std::printf("\n## Per-shape kernels (weights hot in L2/L3 after warm-up; LUT includes table build)\n\n");
-  std::printf("| shape NxK  |    M | T | variant          | median us  |   min us   | w GB/s  | GMAC/s  | vs best |\n");
-  std::printf("|------------|------|---|------------------|------------|------------|---------|---------|--------|\n");
+  std::printf("\n## TL2 table build, one activation row (median of 201)\n\n");
+  for (int64_t k : {int64_t(2560), int64_t(6912)}) {
+    Acts a = make_acts(
+        1, k, [&](int64_t, int64_t) { return rng.i8(); }, false, rng);
+    const int64_t n_sg = tl2_shape(1, k).n_sg;
+    for (const Tl2Isa& isa : tl2) {
+      auto lut = alloc<int8_t>(n_sg * isa.lut_bytes_per_sg);
+      std::vector<double> ts;
+      for (int r = 0; r < 201; ++r) {
+        const double t0 = now_s();
+        isa.build(a.q.get(), k, n_sg, lut.get());
+        ts.push_back(now_s() - t0);
+      }
+      std::printf("- K = %lld, %s: %.2f us (%lld table bytes)\n", (long long)k, isa.name,
+                  median(ts) * 1e6, (long long)(n_sg * isa.lut_bytes_per_sg));
+    }
+  }
+  std::printf(
+      "\n## Per-shape kernels (weights stay in L2/L3 between calls; LUT timings include "
+      "the table build)\n\n");
+  std::printf(
+      "| shape NxK  |    M | T | variant          | median us  |   min us   | w GB/s  | GMAC/s  | "
+      "vs best |\n");
+  std::printf(
+      "|------------|------|---|------------------|------------|------------|---------|---------|--"
+      "------|\n");
   for (const Shape& sh : shapes) {
     Matrix w = make_matrix(sh.n, sh.k, rng);
     const int64_t k256_bytes = w.n * w.nb * kK256Bytes, tl2_bytes = w.s.nbytes();
     for (int64_t M : {int64_t(1), int64_t(128)}) {
       if (quick && M == 128 && sh.n != 2560) continue;
-      Acts a = make_acts(M, sh.k, [&](int64_t, int64_t) { return rng.i8(); }, false, rng);
+      Acts a = make_acts(
+          M, sh.k, [&](int64_t, int64_t) { return rng.i8(); }, false, rng);
       auto y = alloc<float>(M * sh.n);
       int64_t max_stride = 0;
-      for (const Tl2Isa& isa : tl2) max_stride = std::max(max_stride, w.s.n_sg * isa.lut_bytes_per_sg);
+      for (const Tl2Isa& isa : tl2)
+        max_stride = std::max(max_stride, w.s.n_sg * isa.lut_bytes_per_sg);
       auto lut_all = alloc<int8_t>(M * max_stride);
       scratch.ensure(2, max_stride);
       std::vector<Variant> vs;
@@ -492,15 +599,22 @@ void bench_shapes(int reps, bool quick) {
         vs.push_back({std::string("k256_") + kt->name, k256_bytes,
                       [&, fn](int th) { run_k256(fn, w, a, y.get(), th); }});
       }
+      if (M == 1) {
+        for (const K256Pf& v : k256_prefetch_variants())
+          for (int64_t pf : g_k256_prefetch)
+            vs.push_back({v.name + std::string("_pf") + std::to_string(pf), k256_bytes,
+                          [&, v, pf](int th) { run_k256_prefetch(v.fn, w, a, y.get(), th, pf); }});
+      }
       for (const Tl2Isa& isa : tl2) {
-        if (M == 1)
-          vs.push_back({isa.name, tl2_bytes, [&, isa](int th) {
-                          run_tl2_gemv(isa, w, a, y.get(), th, scratch, true);
-                        }});
-        else
-          vs.push_back({isa.name, tl2_bytes, [&, isa](int th) {
-                          run_tl2_gemm(isa, w, a, y.get(), th, lut_all.get());
-                        }});
+        if (M == 1) {
+          for (int64_t pf : g_tl2_prefetch)
+            vs.push_back({std::string(isa.name) + (pf ? "_pf" + std::to_string(pf) : ""), tl2_bytes,
+                          [&, isa, pf](int th) {
+                            run_tl2_gemv(isa, w, a, y.get(), th, scratch, true, pf);
+                          }});
+        } else
+          vs.push_back({isa.name, tl2_bytes,
+                        [&, isa](int th) { run_tl2_gemm(isa, w, a, y.get(), th, lut_all.get()); }});
       }
       for (int threads : {1, 2}) {
         set_num_threads(threads);
@@ -523,10 +637,9 @@ void bench_decode(int layers, int reps) {
     int64_t n, k;
     int input;  // which activation vector (0: attn in, 1: o in, 2: ffn in, 3: down in)
   };
-  const std::vector<Proj> projs = {{"q", 2560, 2560, 0},    {"k", 640, 2560, 0},
-                                   {"v", 640, 2560, 0},     {"o", 2560, 2560, 1},
-                                   {"gate", 6912, 2560, 2}, {"up", 6912, 2560, 2},
-                                   {"down", 2560, 6912, 3}};
+  const std::vector<Proj> projs = {
+      {"q", 2560, 2560, 0},    {"k", 640, 2560, 0},   {"v", 640, 2560, 0},    {"o", 2560, 2560, 1},
+      {"gate", 6912, 2560, 2}, {"up", 6912, 2560, 2}, {"down", 2560, 6912, 3}};
   std::vector<Matrix> proto;
   for (const Proj& p : projs) proto.push_back(make_matrix(p.n, p.k, rng));
   std::vector<Matrix> all;  // layers x 7
@@ -553,7 +666,8 @@ void bench_decode(int layers, int reps) {
   }
   std::vector<Acts> inputs;
   for (int64_t k : {2560, 2560, 2560, 6912})
-    inputs.push_back(make_acts(1, k, [&](int64_t, int64_t) { return rng.i8(); }, false, rng));
+    inputs.push_back(make_acts(
+        1, k, [&](int64_t, int64_t) { return rng.i8(); }, false, rng));
   auto y = alloc<float>(6912);
   const std::vector<Tl2Isa> tl2 = tl2_isas();
   // Per-thread tables per input kind: a separate scratch per input so q/k/v reuse theirs.
@@ -569,44 +683,74 @@ void bench_decode(int layers, int reps) {
                       run_k256(kt->gemv, all[i], inputs[size_t(projs[i % 7].input)], y.get(), th);
                   }});
   }
+  for (const K256Pf& v : k256_prefetch_variants()) {
+    for (int64_t pf : g_k256_prefetch) {
+      vs.push_back(
+          {v.name + std::string("_pf") + std::to_string(pf), k256_total, [&, v, pf](int th) {
+             for (size_t i = 0; i < all.size(); ++i)
+               run_k256_prefetch(v.fn, all[i], inputs[size_t(projs[i % 7].input)], y.get(), th, pf);
+           }});
+    }
+  }
   for (const Tl2Isa& isa : tl2) {
-    vs.push_back({isa.name, tl2_total, [&, isa](int th) {
-                    for (size_t i = 0; i < all.size(); ++i) {
-                      const size_t j = i % 7;
-                      const bool fresh = j == 0 || j == 3 || j == 4 || j == 6;
-                      run_tl2_gemv(isa, all[i], inputs[size_t(projs[j].input)], y.get(), th,
-                                   per_input[size_t(projs[j].input)], fresh);
-                    }
-                  }});
+    for (int64_t pf : g_tl2_prefetch) {
+      vs.push_back({std::string(isa.name) + (pf ? "_pf" + std::to_string(pf) : ""), tl2_total,
+                    [&, isa, pf](int th) {
+                      for (size_t i = 0; i < all.size(); ++i) {
+                        const size_t j = i % 7;
+                        const bool fresh = j == 0 || j == 3 || j == 4 || j == 6;
+                        run_tl2_gemv(isa, all[i], inputs[size_t(projs[j].input)], y.get(), th,
+                                     per_input[size_t(projs[j].input)], fresh, pf);
+                      }
+                    }});
+    }
   }
   std::printf("\n## Decode token: %d layers x 7 projections, M = 1 (K256 %.0f MB, TL2 %.0f MB)\n\n",
               layers, k256_total / 1e6, tl2_total / 1e6);
-  std::printf("| set        |    M | T | variant          | median us  |   min us   | w GB/s  | GMAC/s  | vs best |\n");
-  std::printf("|------------|------|---|------------------|------------|------------|---------|---------|--------|\n");
+  std::printf(
+      "| set        |    M | T | variant          | median us  |   min us   | w GB/s  | GMAC/s  | "
+      "vs best |\n");
+  std::printf(
+      "|------------|------|---|------------------|------------|------------|---------|---------|--"
+      "------|\n");
   for (int threads : {1, 2}) {
     set_num_threads(threads);
     const double bw = measure_read_bandwidth(512ll << 20, threads, 3);
     print_results("decode", 1, threads, time_variants(vs, threads, reps, macs));
-    std::printf("|   (streaming read of 512 MB on %d thread(s): %.2f GB/s -> roofline %.0f us at 2 bits, "
-                "%.0f us at 1.67 bits) |\n",
-                threads, bw, k256_total / bw * 1e-3, tl2_total / bw * 1e-3);
+    std::printf(
+        "|   (streaming read of 512 MB on %d thread(s): %.2f GB/s -> roofline %.0f us at 2 bits, "
+        "%.0f us at 1.67 bits) |\n",
+        threads, bw, k256_total / bw * 1e-3, tl2_total / bw * 1e-3);
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool verify_only = false, decode = true, quick = false;
+  bool verify_only = false, decode = true, quick = false, shapes = true;
   int reps = 9, layers = 30;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--verify-only") verify_only = true;
-    else if (a == "--no-decode") decode = false;
-    else if (a == "--quick") quick = true;
-    else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--layers" && i + 1 < argc) layers = std::max(1, std::atoi(argv[++i]));
+    if (a == "--verify-only")
+      verify_only = true;
+    else if (a == "--decode-only")
+      shapes = false;
+    else if (a == "--no-decode")
+      decode = false;
+    else if (a == "--quick")
+      quick = true;
+    else if (a == "--reps" && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--layers" && i + 1 < argc)
+      layers = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--prefetch-k256" && i + 1 < argc)
+      g_k256_prefetch = parse_list(argv[++i]);
+    else if (a == "--prefetch-tl2" && i + 1 < argc)
+      g_tl2_prefetch = parse_list(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--verify-only] [--no-decode] [--quick] [--reps N] [--layers L]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--verify-only] [--no-decode] [--decode-only] [--quick] [--reps N] "
+                   "[--layers L] [--prefetch-k256 D,..] [--prefetch-tl2 D,..]\n",
                    argv[0]);
       return 2;
     }
@@ -622,7 +766,9 @@ int main(int argc, char** argv) {
     return rc;
   }
   if (verify_only) return 0;
-  bench_shapes(reps, quick);
+  std::printf("load average before benchmarks: %s\n", loadavg().c_str());
+  if (shapes) bench_shapes(reps, quick);
   if (decode) bench_decode(layers, std::max(3, reps / 2));
+  std::printf("\nload average after benchmarks: %s\n", loadavg().c_str());
   return 0;
 }

@@ -96,11 +96,15 @@ void pack_k256(const int8_t* t, int64_t n, int64_t k, uint8_t* out);
 // n in [n0, n1) (n0 a multiple of 32, n1 <= N):
 //   y[m * ldy + n] = float(sum_k t[n][k] * q[m][k]) * (w_scale / s_x[m])
 // which equals the K256 kernels' float(sum_k code * q - q_sum) * (w_scale / s_x[m]) bit for bit.
+// Rows of the last 32-row block past n1 are computed but not stored. Requires k < 2^23 (int32
+// totals, see the bounds above).
 // w points at row block 0; lut at the tables of activation row 0, lut_stride bytes per row
 // (n_sg * kTl2Lut16Bytes for AVX2 / ref, n_sg * kTl2Lut64Bytes for AVX-512).
-using gemm_tl2_fn = void (*)(const uint8_t* w, int64_t n_sg, const int8_t* lut,
-                             int64_t lut_stride, const float* s_x, int64_t M, int64_t n0,
-                             int64_t n1, float w_scale, float* y, int64_t ldy);
+// prefetch: when > 0, the kernel prefetches the weight bytes that far ahead of the block it
+// reads (never past row n1's block); 0 leaves it to the hardware prefetchers.
+using gemm_tl2_fn = void (*)(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
+                             const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale,
+                             float* y, int64_t ldy, int64_t prefetch);
 // Builds the tables of one activation row q[0, k) (values past k read as 0) for n_sg
 // super-groups into lut (the ISA's layout, see above).
 using build_lut_tl2_fn = void (*)(const int8_t* q, int64_t k, int64_t n_sg, int8_t* lut);
@@ -109,27 +113,40 @@ namespace ref {  // portable scalar code: the specification of the tables and th
 void build_lut_tl2_i8(const int8_t* q, int64_t k, int64_t n_sg, int8_t* lut);  // lut16 layout
 void gemm_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy);
+                 int64_t ldy, int64_t prefetch);
 }  // namespace ref
 
 namespace avx2 {  // AVX2: vpshufb ymm + vpsignb; lut16 tables
 void build_lut_tl2_i8(const int8_t* q, int64_t k, int64_t n_sg, int8_t* lut);
 void gemv_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy);
+                 int64_t ldy, int64_t prefetch);
 void gemm_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy);
+                 int64_t ldy, int64_t prefetch);
 }  // namespace avx2
 
 namespace avx512 {  // AVX-512 F/BW/VL: vpshufb zmm + masked negation; lut64 tables
 void build_lut_tl2_i8(const int8_t* q, int64_t k, int64_t n_sg, int8_t* lut);
 void gemv_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy);
+                 int64_t ldy, int64_t prefetch);
 void gemm_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy);
+                 int64_t ldy, int64_t prefetch);
 }  // namespace avx512
+
+// Controls for the multiply-add side: the core's K256 GEMV (k256_gemm<1, 4>) plus software
+// prefetch of the weights, `prefetch` bytes ahead (< 0: -prefetch tiles of 4 rows); M == 1 only.
+namespace avx2 {
+void gemv_k256_i8_prefetch(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
+                           const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale,
+                           float* y, int64_t ldy, int64_t prefetch);
+}  // namespace avx2
+namespace avx512_vnni {
+void gemv_k256_i8_prefetch(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
+                           const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale,
+                           float* y, int64_t ldy, int64_t prefetch);
+}  // namespace avx512_vnni
 
 }  // namespace bitnet::kernels

@@ -45,8 +45,7 @@ void pack_tl2(const int8_t* t, int64_t n, int64_t k, uint8_t* out) {
   for (int64_t r = 0; r < n; ++r) {
     const int8_t* row = t + r * k;
     for (int64_t sg = 0; sg < s.n_sg; ++sg) {
-      block_tl2* blk =
-          reinterpret_cast<block_tl2*>(out) + (r / kTl2Rows) * s.n_sg + sg;
+      block_tl2* blk = reinterpret_cast<block_tl2*>(out) + (r / kTl2Rows) * s.n_sg + sg;
       const int64_t lane = r % kTl2Rows;
       for (int j = 0; j < kTl2SgGroups; ++j) {
         int v = 0, p3 = 1;
@@ -112,7 +111,7 @@ void build_lut_tl2_i8(const int8_t* q, int64_t k, int64_t n_sg, int8_t* lut) {
 
 void gemm_tl2_i8(const uint8_t* w, int64_t n_sg, const int8_t* lut, int64_t lut_stride,
                  const float* s_x, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
-                 int64_t ldy) {
+                 int64_t ldy, int64_t /*prefetch*/) {
   const block_tl2* blocks = reinterpret_cast<const block_tl2*>(w);
   for (int64_t n = n0; n < n1; ++n) {
     const block_tl2* rb = blocks + (n / kTl2Rows) * n_sg;
