@@ -11,7 +11,6 @@ namespace bitnet {
 
 namespace {
 
-
 // The tensor scale of a TQ tensor from its block scales only (codes are checked at repack).
 float tq_scale(Format f, const uint8_t* data, int64_t n, int64_t k) {
   const int64_t block =

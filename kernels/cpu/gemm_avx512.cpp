@@ -13,26 +13,14 @@ namespace bitnet::kernels::avx512 {
 
 namespace {
 
-struct Ops {
-  static constexpr int kChunk = 64;
+struct Ops : Avx512K256Base {
   static constexpr int kPartBlocks = 16;  // 16 blocks x 4 vpmaddubsw per lane: see above
-  using Raw = __m512i;
-  using Q = __m512i;
   using Part = __m512i;
-  using Acc = __m512i;
-  static Raw load_w(const uint8_t* p) { return _mm512_loadu_si512(p); }
-  static Raw code(Raw raw, int i) {
-    return _mm512_and_si512(_mm512_srli_epi16(raw, 2 * i), _mm512_set1_epi8(3));
-  }
-  static void store(uint8_t* p, Raw v) { _mm512_storeu_si512(p, v); }
-  static Q load_q(const int8_t* p) { return _mm512_loadu_si512(p); }
   static Part part_zero() { return _mm512_setzero_si512(); }
   static Part mac(Part p, Raw c, Q q) { return _mm512_add_epi16(p, _mm512_maddubs_epi16(c, q)); }
-  static Acc acc_zero() { return _mm512_setzero_si512(); }
   static Acc widen(Acc a, Part p) {
     return _mm512_add_epi32(a, _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
   }
-  static int32_t hsum(Acc a) { return hsum_epi32_avx512(a); }
 };
 
 #include "k256_gemm.inc"
