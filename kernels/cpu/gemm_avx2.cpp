@@ -122,7 +122,7 @@ void gemv_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_
 void gemm_k256_i8(const uint8_t* w, int64_t nb, const int8_t* q, const float* s_x,
                   const int32_t* q_sum, int64_t M, int64_t n0, int64_t n1, float w_scale, float* y,
                   int64_t ldy) {
-  k256_gemm_unpacked<3, 2>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
+  k256_gemm_unpacked<2, 3>(w, nb, q, s_x, q_sum, M, n0, n1, w_scale, y, ldy);
 }
 
 }  // namespace bitnet::kernels::avx2
