@@ -27,38 +27,17 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "neon_util.h"
 
 namespace bitnet::kernels::neon {
 
 namespace {
 
-struct Ops {
-  static constexpr int kChunk = 16;
+struct Ops : NeonK256Base {
   static constexpr int kPartBlocks = 8;  // 8 blocks x 16 products per int16 lane: see above
   struct Part {
     int16x8_t lo, hi;  // products of bytes 0..7 and 8..15 of the chunk
   };
-  using Raw = uint8x16_t;
-  using Q = int8x16_t;
-  using Acc = int32x4_t;
-  static Raw load_w(const uint8_t* p) { return vld1q_u8(p); }
-  static Raw code(Raw raw, int i) {
-    // i is a constant after inlining (the template unrolls i = 0..3); the switch keeps the
-    // immediate-shift form for every i.
-    const uint8x16_t mask = vdupq_n_u8(3);
-    switch (i) {
-      case 0:
-        return vandq_u8(raw, mask);
-      case 1:
-        return vandq_u8(vshrq_n_u8(raw, 2), mask);
-      case 2:
-        return vandq_u8(vshrq_n_u8(raw, 4), mask);
-      default:
-        return vshrq_n_u8(raw, 6);  // the top two bits need no mask
-    }
-  }
-  static void store(uint8_t* p, Raw v) { vst1q_u8(p, v); }
-  static Q load_q(const int8_t* p) { return vld1q_s8(p); }
   static Part part_zero() { return Part{vdupq_n_s16(0), vdupq_n_s16(0)}; }
   static Part mac(Part p, Raw c, Q q) {
     const int8x16_t cs = vreinterpretq_s8_u8(c);  // codes 0..2: same value as s8
@@ -66,9 +45,7 @@ struct Ops {
     p.hi = vmlal_high_s8(p.hi, cs, q);
     return p;
   }
-  static Acc acc_zero() { return vdupq_n_s32(0); }
   static Acc widen(Acc a, Part p) { return vpadalq_s16(vpadalq_s16(a, p.lo), p.hi); }
-  static int32_t hsum(Acc a) { return vaddvq_s32(a); }
 };
 
 #include "k256_gemm.inc"

@@ -15,40 +15,18 @@
 #include <arm_neon.h>
 
 #include "kernels.h"
+#include "neon_util.h"
 
 namespace bitnet::kernels::neon_dotprod {
 
 namespace {
 
-struct Ops {
-  static constexpr int kChunk = 16;
+struct Ops : NeonK256Base {
   static constexpr int kPartBlocks = 0;  // sdot accumulates int32 directly into Acc
-  using Raw = uint8x16_t;
-  using Q = int8x16_t;
   using Part = int32x4_t;
-  using Acc = int32x4_t;
-  static Raw load_w(const uint8_t* p) { return vld1q_u8(p); }
-  static Raw code(Raw raw, int i) {
-    // i is a constant after inlining (the template unrolls i = 0..3).
-    const uint8x16_t mask = vdupq_n_u8(3);
-    switch (i) {
-      case 0:
-        return vandq_u8(raw, mask);
-      case 1:
-        return vandq_u8(vshrq_n_u8(raw, 2), mask);
-      case 2:
-        return vandq_u8(vshrq_n_u8(raw, 4), mask);
-      default:
-        return vshrq_n_u8(raw, 6);  // the top two bits need no mask
-    }
-  }
-  static void store(uint8_t* p, Raw v) { vst1q_u8(p, v); }
-  static Q load_q(const int8_t* p) { return vld1q_s8(p); }
   static Part part_zero() { return vdupq_n_s32(0); }
   static Part mac(Part p, Raw c, Q q) { return vdotq_s32(p, vreinterpretq_s8_u8(c), q); }
-  static Acc acc_zero() { return vdupq_n_s32(0); }
   static Acc widen(Acc a, Part p) { return vaddq_s32(a, p); }
-  static int32_t hsum(Acc a) { return vaddvq_s32(a); }
 };
 
 #include "k256_gemm.inc"
