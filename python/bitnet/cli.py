@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench" and args.what == "kernels":
-        from .bench_kernels import main as bench_main
+        from .bench import main as bench_main
 
         return bench_main(args)
     return 2

@@ -33,16 +33,25 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _ext, ops
+from .. import _ext, ops
+from .machine import (
+    MIN_RUN_SECONDS,
+    _human_bytes,
+    _progress,
+    cpu_caches,
+    cpu_model,
+    llc_bytes,
+    time_per_call,
+    undisturbed,
+)
+from .report import render
 
 __all__ = [
     "DECODE_LAYERS",
@@ -81,9 +90,6 @@ SHAPES_SHORT: tuple[tuple[int, int], ...] = ((2560, 2560), (6912, 2560))
 PREFILL_M = 128
 """Rows of the GEMM (prefill) cases."""
 
-MIN_RUN_SECONDS = 0.1
-"""Each timed run repeats the call until it lasts at least this long."""
-
 BANDWIDTH_MIN_BYTES = 1 << 30
 """Smallest read-bandwidth buffer (1 GiB); raised to twice the last-level cache if larger."""
 
@@ -93,187 +99,6 @@ PEAK_SECONDS = 0.2
 GOAL_DECODE_PCT_BW = 85.0
 GOAL_PREFILL_PCT_PEAK = 60.0
 GOAL_THREADS = 2
-
-
-# ----------------------------------------------------------------------------- machine
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), or :func:`platform.processor` elsewhere."""
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _parse_size(text: str) -> int | None:
-    text = text.strip().upper()
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if text and text[-1] in mult:
-            return int(text[:-1]) * mult[text[-1]]
-        return int(text)
-    except ValueError:
-        return None
-
-
-def cpu_caches() -> list[dict[str, Any]]:
-    """CPU 0's caches from sysfs: ``[{"level", "type", "bytes", "shared_cpus"}]`` (Linux)."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    out: list[dict[str, Any]] = []
-    if not os.path.isdir(base):
-        return out
-    for name in sorted(os.listdir(base)):
-        if not name.startswith("index"):
-            continue
-        d = os.path.join(base, name)
-        level, ctype, size = (_read(os.path.join(d, f)) for f in ("level", "type", "size"))
-        if level is None or size is None:
-            continue
-        nbytes = _parse_size(size)
-        if nbytes is None:
-            continue
-        out.append(
-            {
-                "level": int(level),
-                "type": ctype or "",
-                "bytes": nbytes,
-                "shared_cpus": _read(os.path.join(d, "shared_cpu_list")) or "",
-            }
-        )
-    return out
-
-
-def llc_bytes(caches: Sequence[dict[str, Any]]) -> int | None:
-    """Size of the last-level (highest-level unified or data) cache, if known."""
-    data = [c for c in caches if c["type"] in ("Unified", "Data")]
-    return max(data, key=lambda c: c["level"])["bytes"] if data else None
-
-
-def _human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            v = n / size
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def _cache_summary(caches: Sequence[dict[str, Any]]) -> str:
-    parts = []
-    for c in caches:
-        if c["type"] == "Instruction":
-            continue
-        tag = f"L{c['level']}" + ("d" if c["type"] == "Data" else "")
-        parts.append(f"{tag} {_human_bytes(c['bytes'])} (cpus {c['shared_cpus']})")
-    return ", ".join(parts) or "unknown"
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-OTHERS_LIMIT = 0.25
-"""A measurement during which other processes kept more than this many CPUs busy on average is
-repeated (up to :data:`OTHERS_RETRIES` times; the least disturbed attempt is kept)."""
-
-OTHERS_RETRIES = 2
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _system_busy_seconds() -> float | None:
-    """CPU-seconds all CPUs spent busy since boot (``/proc/stat``; steal included), or None."""
-    text = _read("/proc/stat")
-    if not text:
-        return None
-    fields = text.splitlines()[0].split()
-    if fields[0] != "cpu" or len(fields) < 5:
-        return None
-    v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(v) - v[3] - v[4]) / _CLK_TCK
-
-
-def _own_cpu_seconds() -> float:
-    t = os.times()  # this process, all threads
-    return t.user + t.system
-
-
-class CpuMonitor:
-    """Context manager: ``others`` = average number of CPUs kept busy by anything but this
-    process (other processes, the hypervisor's steal) during the body; None off Linux."""
-
-    def __init__(self) -> None:
-        self.others: float | None = None
-
-    def __enter__(self) -> CpuMonitor:
-        self._t = time.perf_counter()
-        self._busy = _system_busy_seconds()
-        self._own = _own_cpu_seconds()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall = time.perf_counter() - self._t
-        busy = _system_busy_seconds()
-        if busy is None or self._busy is None or wall <= 0:
-            return
-        own = _own_cpu_seconds() - self._own
-        self.others = max(0.0, (busy - self._busy) - own) / wall
-
-
-def undisturbed(fn: Callable[[], float]) -> tuple[float, float | None]:
-    """Runs the measurement ``fn`` under a :class:`CpuMonitor`, again while other processes
-    used more than :data:`OTHERS_LIMIT` CPUs; returns ``(value, others)`` of the least disturbed
-    attempt."""
-    best: tuple[float, float | None] | None = None
-    for _ in range(1 + OTHERS_RETRIES):
-        with CpuMonitor() as mon:
-            value = fn()
-        if best is None or (mon.others or 0.0) < (best[1] or 0.0):
-            best = (value, mon.others)
-        if mon.others is None or mon.others <= OTHERS_LIMIT:
-            break
-        _progress(f"  other processes used {mon.others:.2f} CPUs; measuring again")
-    assert best is not None
-    return best
-
-
-@dataclass
-class Timing:
-    """Seconds per call: ``median`` and ``min`` over ``runs`` timed runs of ``inner`` calls."""
-
-    median: float
-    min: float
-    runs: int
-    inner: int
-
-
-def time_per_call(fn: Callable[[], Any], repeats: int, min_run: float = MIN_RUN_SECONDS) -> Timing:
-    """Times ``fn``: one warm-up call (also the calibration), then ``repeats`` runs of ``inner``
-    calls each, ``inner`` chosen so a run lasts at least ``min_run`` seconds. Returns seconds per
-    call."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    if first < min_run:  # the first call may be cold; calibrate on a second one
-        t0 = time.perf_counter()
-        fn()
-        first = time.perf_counter() - t0
-    inner = max(1, math.ceil(min_run / max(first, 1e-7)))
-    per_call = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        per_call.append((time.perf_counter() - t0) / inner)
-    return Timing(statistics.median(per_call), min(per_call), repeats, inner)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -375,10 +200,6 @@ class Config:
     full: bool
     decode_layers: int = DECODE_LAYERS
     min_run: float = MIN_RUN_SECONDS
-
-
-def _progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def _import_torch() -> Any:
@@ -715,164 +536,6 @@ def _goals(rows: list[dict[str, Any]], cfg: Config, top: str) -> list[dict[str, 
         }
     )
     return out
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _f(v: float | None, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if digits == 0 or abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}f}"
-
-
-def _ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
-
-
-def format_table(headers: Sequence[str], body: Sequence[Sequence[str]], left: int = 1) -> str:
-    """Aligned plain-text columns: the first ``left`` columns left-aligned, the rest right."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in body])
-
-
-def _o(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _gmacs(v: float) -> str:
-    return f"{v:.0f} GMAC/s" if v >= 10 else f"{v:.3g} GMAC/s"
-
-
-def render(rows: Sequence[dict[str, Any]]) -> str:
-    """The human-readable report of :func:`run`'s rows."""
-    m = next(r for r in rows if r["kind"] == "machine")
-    load0 = " ".join(f"{x:.2f}" for x in m["load_avg_start"] or [])
-    load1 = " ".join(f"{x:.2f}" for x in m.get("load_avg_end") or [])
-    out = [
-        "bitnet kernel benchmark (ternary x int8, BitNet b1.58 2B4T shapes)",
-        f"CPU: {m['cpu']}; {m['physical_cores']} physical cores, {m['logical_cpus']} logical",
-        f"caches: {_cache_summary(m['caches'])}",
-        f"ISAs: {' '.join(m['isas_available'])} (default {m['isa_default']}); "
-        f"torch {m['torch'] or 'not installed'}; numpy {m['numpy']}; python {m['python']}",
-        f"load average at start {load0}, end {load1}; {m['date']}",
-        f"times: median of {m['repeats']} runs of >= {m['min_run_s']} s; Python call overhead "
-        f"{m['call_overhead_us']:.1f} us per call is included",
-        "others: CPUs kept busy by other processes during a measurement (retried above "
-        f"{OTHERS_LIMIT}); torch/ours > 1: bitnet faster",
-        "",
-        "Machine probes (measured in this run)",
-    ]
-    probe_body = []
-    for r in rows:
-        if r["kind"] == "bandwidth":
-            value, note = f"{r['gb_per_s']:.1f} GB/s", f"{_human_bytes(r['bytes'])} buffer"
-        elif r["kind"] == "int8_peak":
-            value, note = _gmacs(r["gmac_per_s"]), "register operands"
-        else:
-            continue
-        probe_body.append(
-            [r["kind"], r["isa"], str(r["threads"]), value, _o(r.get("other_cpus")), note]
-        )
-    out.append(format_table(["probe", "isa", "thr", "value", "others", "note"], probe_body, left=2))
-
-    headers = ["op", "isa", "M", "N x K", "thr", "ms", "GB/s", "GMAC/s", "%bw", "%peak"]
-    headers += ["%pk(isa)", "torch ms", "torch/ours", "others"]
-    body = [
-        [
-            r["kind"].upper(),
-            r["isa"],
-            str(r["M"]),
-            f"{r['N']}x{r['K']}",
-            str(r["threads"]),
-            _ms(r["time_ms"]),
-            _f(r["gb_per_s"]),
-            _f(r["gmac_per_s"]),
-            _f(r["pct_bandwidth"]),
-            _f(r["pct_peak"]),
-            _f(r["pct_peak_isa"]),
-            _ms(r["torch_ms"]),
-            _f(r["torch_over_ours"], 2),
-            _o(r["other_cpus"]),
-        ]
-        for r in rows
-        if r["kind"] in ("gemv", "gemm")
-    ]
-    if body:
-        out += [
-            "",
-            "Single matrices (bitnet.ops.bitlinear incl. activation quantization; weights "
-            "hot in cache: GB/s may exceed DRAM bandwidth)",
-            format_table(headers, body, 2),
-        ]
-
-    dec = [r for r in rows if r["kind"] == "decode"]
-    if dec:
-        r0 = dec[0]
-        tl = r0.get("torch_layers_measured")
-        out += [
-            "",
-            f"Decode sweep: {r0['layers']} layers x {len(LAYER_MATRICES)} matrices = "
-            f"{r0['matrices']} GEMVs per token, {r0['weight_bytes'] / 1e6:.1f} MB of weights, "
-            "layer order"
-            + (f"; torch fp32 measured on {tl} layers, scaled to {r0['layers']}" if tl else ""),
-        ]
-        dh = ["isa", "thr", "ms/token", "tok/s", "GB/s", "%bw", "GMAC/s", "%peak", "torch ms"]
-        dh += ["torch/ours", "others"]
-        db = [
-            [
-                r["isa"],
-                str(r["threads"]),
-                _ms(r["time_ms"]),
-                _f(r["tokens_per_s"]),
-                _f(r["gb_per_s"]),
-                _f(r["pct_bandwidth"]),
-                _f(r["gmac_per_s"]),
-                _f(r["pct_peak"]),
-                _ms(r["torch_ms"]),
-                _f(r["torch_over_ours"], 2),
-                _o(r["other_cpus"]),
-            ]
-            for r in dec
-        ]
-        out.append(format_table(dh, db, 1))
-
-    goals = [r for r in rows if r["kind"] == "goal"]
-    if goals:
-        out += ["", "Goals"]
-        for g in goals:
-            if g["measured_pct"] is None:
-                got = "not measured (run with --full)" if "decode" in g["goal"] else "not measured"
-            else:
-                got = f"{g['measured_pct']:.1f}%"
-                hi = g.get("measured_pct_max")
-                if hi is not None and f"{hi:.1f}" != f"{g['measured_pct']:.1f}":
-                    got = f"{g['measured_pct']:.1f}-{hi:.1f}% over shapes"
-                got += ": " + ("met" if g["met"] else "NOT met")
-            out.append(f"  {g['goal']} [{g['isa']}, {g['threads']} threads]: {got}")
-
-    disturbed = [r for r in rows if (r.get("other_cpus") or 0.0) > OTHERS_LIMIT]
-    if disturbed:
-        out += [
-            "",
-            f"WARNING: {len(disturbed)} measurement(s) ran while other processes used more than "
-            f"{OTHERS_LIMIT} CPUs (column 'others'); their numbers, 2-thread ones above all, "
-            "understate the kernels. Rerun on an idle machine.",
-        ]
-    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- entry point
