@@ -32,15 +32,18 @@ FORMATS = ("i2_s", "tq1_0", "tq2_0", "native")
 
 __all__ = [
     "FORMATS",
+    "GGML_BLOCK_TYPES",
     "PackedWeights",
     "active_isa",
     "available_isas",
     "bitlinear",
     "cpu_features",
+    "dequantize_blocks",
     "from_bytes",
     "get_num_threads",
     "pack",
     "quantize_activations",
+    "quantize_blocks",
     "quantize_weights",
     "set_num_threads",
     "unpack",
@@ -210,3 +213,115 @@ def active_isa() -> str:
 def available_isas() -> list[str]:
     """ISAs compiled into this build that this CPU can run."""
     return list(_ext.available_isas())
+
+
+# ------------------------------------------------------------------------------ ggml blocks
+GGML_BLOCK_TYPES = ("q8_0", "q4_0")
+"""ggml block types of :func:`quantize_blocks` (for the embedding / LM head): ``q8_0`` (ggml
+type 8, 34-byte blocks of 32 values) and ``q4_0`` (type 2, 18-byte blocks of 32 values)."""
+
+
+def _block_type(type: Any, fn: str) -> str:
+    if not isinstance(type, str):
+        raise TypeError(f"{fn}: type must be a str, got {_type_name(type)}")
+    name = type.lower()
+    if name not in GGML_BLOCK_TYPES:
+        raise ValueError(f"{fn}: unknown block type {type!r}; expected one of {GGML_BLOCK_TYPES}")
+    return name
+
+
+def _type_name(obj: Any) -> str:
+    return obj.__class__.__name__
+
+
+def quantize_blocks(x: Any, type: str) -> np.ndarray:
+    """Quantizes ``x`` into ggml Q8_0 or Q4_0 blocks, bit-exact with ggml's reference quantizer.
+
+    Every row (the last axis) is cut into blocks of 32 values, each stored as an fp16 scale ``d``
+    and its quants: Q8_0 ``x ~ d * q`` with ``d = absmax / 127`` and ``q`` int8 rounded half
+    away from zero; Q4_0 ``x ~ d * (code - 8)`` with ``d = max / -8`` (``max`` the signed value
+    of largest magnitude), 4-bit codes, values 0..15 of a block in the low nibbles and 16..31 in
+    the high ones. See docs/formats.md section 2.
+
+    Args:
+        x: ``[rows, k]`` or 1-D ``[k]`` (any rank works: the last axis holds the rows), ``k`` a
+            multiple of 32; a numpy array (float32 or float16) or a CPU torch tensor (float32,
+            float16 or bfloat16; bf16 and fp16 are widened exactly, without a float32 copy).
+        type: ``"q8_0"`` or ``"q4_0"``.
+
+    Returns:
+        uint8 ``[rows, k // 32 * bytes_per_block]`` (``[k // 32 * bytes_per_block]`` for 1-D
+        input): exactly the GGUF tensor data. Runs on the thread pool, GIL released.
+
+    Raises:
+        TypeError: ``x`` of another dtype or type. ValueError: unknown ``type``, a scalar or empty
+        ``x``, ``k`` not a multiple of 32, a NaN/Inf (the row is named), or a block whose scale
+        overflows fp16 (``|x|`` above about 65504 * 127 for Q8_0, 65504 * 8 for Q4_0).
+    """
+    name = _block_type(type, "quantize_blocks")
+    what = f"quantize_blocks({name}): x"
+    bf16 = False
+    if _is_torch(x):
+        import torch
+
+        t = x.detach()
+        if t.device.type != "cpu":
+            raise ValueError(f"{what}: tensor is on {t.device}; move it to the CPU first")
+        if t.dtype == torch.bfloat16:
+            arr = t.contiguous().view(torch.int16).numpy().view(np.uint16)
+            bf16 = True
+        elif t.dtype in (torch.float32, torch.float16):
+            arr = t.numpy()
+        else:
+            raise TypeError(f"{what}: expected float32, float16 or bfloat16, got {t.dtype}")
+    elif isinstance(x, np.ndarray):
+        arr = x
+        if arr.dtype not in (np.float32, np.float16):
+            raise TypeError(f"{what}: expected float32, float16 or bfloat16, got {arr.dtype}")
+    else:
+        raise TypeError(f"{what}: expected a numpy array or a torch tensor, got {_type_name(x)}")
+    if arr.ndim == 0:
+        raise ValueError(f"{what}: expected a [rows, k] or 1-D array, got a scalar")
+    return _ext.ggml_quantize(np.ascontiguousarray(arr), name, bf16)
+
+
+def dequantize_blocks(data: Any, type: str, shape: int | tuple[int, ...]) -> np.ndarray:
+    """Dequantizes ggml Q8_0 / Q4_0 blocks (e.g. a GGUF tensor's bytes) to float32.
+
+    Args:
+        data: the raw blocks, exactly ``prod(shape) // 32 * bytes_per_block`` bytes: bytes,
+            bytearray, memoryview or a uint8 numpy array of any shape (read zero-copy).
+        type: ``"q8_0"`` or ``"q4_0"``.
+        shape: the tensor's shape, ``(rows, k)``, ``(k,)`` or an int; ``k`` a multiple of 32.
+
+    Returns:
+        float32 array of ``shape``: ``d * q`` (Q8_0) or ``d * (code - 8)`` (Q4_0), exact.
+
+    Raises:
+        TypeError: ``data`` not bytes-like or not uint8. ValueError: unknown ``type``, bad
+        ``shape``, wrong byte count, or a block whose fp16 scale is Inf/NaN (corrupt data).
+    """
+    name = _block_type(type, "dequantize_blocks")
+    what = f"dequantize_blocks({name})"
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if (
+        not dims
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in dims)
+        or any(int(v) <= 0 for v in dims)
+    ):
+        raise ValueError(f"{what}: shape must be positive ints like (rows, k), got {shape!r}")
+    dims = tuple(int(v) for v in dims)
+    k = dims[-1]
+    rows = int(np.prod(dims[:-1], dtype=np.int64)) if len(dims) > 1 else 1
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise TypeError(f"{what}: data must be uint8 bytes, got an array of {data.dtype}")
+        raw = np.ascontiguousarray(data).reshape(-1)
+    else:
+        try:
+            raw = np.frombuffer(data, dtype=np.uint8)
+        except TypeError as e:
+            raise TypeError(
+                f"{what}: data must be bytes-like or a uint8 array, got {_type_name(data)}"
+            ) from e
+    return _ext.ggml_dequantize(raw, name, rows, k).reshape(dims)

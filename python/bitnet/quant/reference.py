@@ -31,8 +31,12 @@ import numpy as np
 
 __all__ = [
     "FORMATS",
+    "GGML_BLOCK_BYTES",
+    "GGML_QK",
     "I2S_BLOCK",
     "QK",
+    "dequantize_q4_0",
+    "dequantize_q8_0",
     "pack",
     "pack_i2_s",
     "pack_native",
@@ -40,6 +44,8 @@ __all__ = [
     "pack_tq2_0",
     "packed_nbytes",
     "quantize_activations_ref",
+    "quantize_q4_0",
+    "quantize_q8_0",
     "quantize_weights_ref",
     "row_multiple",
     "unpack",
@@ -352,3 +358,143 @@ def quantize_activations_ref(x: Any) -> tuple[np.ndarray, np.ndarray]:
     s_x = (np.float32(1) / np.maximum(amax, np.float32(1e-5))) * np.float32(127)
     q = np.clip(np.rint(x * s_x[:, None]), -128, 127).astype(np.int8)
     return q, s_x.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ ggml Q8_0 / Q4_0
+# ggml's block types for the (full precision) embedding / LM head, docs/formats.md section 2.
+# Rows are cut into blocks of 32 values; every block is ``{fp16 d; quants}``:
+#
+# * **Q8_0** (ggml type 8), 34 bytes ``{d, int8 q[32]}``, ``x = d * q``. In fp32:
+#   ``d = amax / 127``, ``id = 1 / d`` (0 if ``d == 0``), ``q = round_half_away(x * id)``.
+# * **Q4_0** (ggml type 2), 18 bytes ``{d, uint8 qs[16]}``, ``x = d * (code - 8)``; byte ``m``
+#   holds the code of value ``m`` in its low nibble and of value ``m + 16`` in its high nibble. In
+#   fp32: ``max`` = the value of largest ``|x|`` (signed, first on ties), ``d = max / -8``,
+#   ``id = 1 / d`` (0 if ``d == 0``), ``code = min(15, trunc(x * id + 8.5))``.
+#
+# Both store ``fp16(d)`` (round to nearest even) but compute the quants with the fp32 ``d``, as
+# ggml's reference quantizer does. A scale that overflows fp16 is an error, so is a NaN or Inf in
+# the input. When ``1 / d`` overflows fp32 (``amax`` below ~1e-37, where fp16(d) is 0 anyway),
+# a NaN product (0 * inf) quantizes as 0 and an infinite one saturates.
+
+GGML_QK = 32  # values per Q8_0 / Q4_0 block
+GGML_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}
+
+
+def _ggml_blocks(x: Any, fmt: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Validates ``x`` (float32 / float16, rank >= 1) -> fp32 blocks ``[n, 32]`` and its shape."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{fmt}: expected float32 or float16, got {x.dtype}")
+    if x.ndim < 1 or x.size == 0:
+        raise ValueError(f"{fmt}: expected a non-empty array of rank >= 1, got shape {x.shape}")
+    if x.shape[-1] % GGML_QK:
+        raise ValueError(
+            f"{fmt}: shape {x.shape}: the row length {x.shape[-1]} is not a multiple of {GGML_QK}"
+        )
+    x = x.astype(np.float32)
+    rows = x.reshape(-1, x.shape[-1])
+    bad = ~np.all(np.isfinite(rows), axis=1)
+    if np.any(bad):
+        raise ValueError(f"{fmt}: row {int(np.argmax(bad))} holds a non-finite value")
+    return rows.reshape(-1, GGML_QK), x.shape
+
+
+def _ggml_scale(d: np.ndarray, fmt: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 ``d`` ``[n]`` -> (the fp16 bytes ``[n, 2]``, ``id = 1 / d`` or 0), rejecting
+    scales that overflow fp16."""
+    with np.errstate(over="ignore"):
+        d16 = d.astype("<f2")
+    bad = ~np.isfinite(d16)
+    if np.any(bad):
+        b = int(np.argmax(bad))
+        nb = k // GGML_QK
+        raise ValueError(
+            f"{fmt}: row {b // nb}, block {b % nb}: scale d = {d[b]} overflows fp16 (max 65504)"
+        )
+    with np.errstate(divide="ignore", over="ignore"):
+        inv = np.float32(1) / np.where(d == 0, np.float32(1), d)
+    inv = np.where(d == 0, np.float32(0), inv).astype(np.float32)
+    return d16.reshape(-1, 1).view(np.uint8), inv
+
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    """Rounds fp32 ``v`` to the nearest integer, halves away from zero (C's ``roundf``)."""
+    a = np.abs(v)
+    whole = np.trunc(a)
+    frac = a - whole  # exact in fp32
+    return np.copysign(whole + (frac >= np.float32(0.5)), v).astype(np.float32)
+
+
+def quantize_q8_0(x: Any) -> np.ndarray:
+    """ggml Q8_0 of ``x`` (float32 / float16 ``[..., k]``, ``k % 32 == 0``).
+
+    Returns:
+        uint8 ``[..., k // 32 * 34]``: the GGUF tensor bytes.
+    """
+    blocks, shape = _ggml_blocks(x, "q8_0")
+    amax = np.max(np.abs(blocks), axis=1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    d_bytes, inv = _ggml_scale(d, "q8_0", shape[-1])
+    with np.errstate(invalid="ignore"):
+        v = blocks * inv[:, None]
+    v = np.where(np.isnan(v), np.float32(0), np.clip(v, np.float32(-127), np.float32(127)))
+    q = _round_half_away(v).astype(np.int8).view(np.uint8)
+    out = np.concatenate([d_bytes, q], axis=1)
+    return out.reshape(*shape[:-1], shape[-1] // GGML_QK * GGML_BLOCK_BYTES["q8_0"])
+
+
+def quantize_q4_0(x: Any) -> np.ndarray:
+    """ggml Q4_0 of ``x`` (float32 / float16 ``[..., k]``, ``k % 32 == 0``).
+
+    Returns:
+        uint8 ``[..., k // 32 * 18]``: the GGUF tensor bytes.
+    """
+    blocks, shape = _ggml_blocks(x, "q4_0")
+    first_max = np.argmax(np.abs(blocks), axis=1)  # argmax returns the first of equal values
+    signed_max = blocks[np.arange(blocks.shape[0]), first_max]
+    d = (signed_max / np.float32(-8)).astype(np.float32)
+    d_bytes, inv = _ggml_scale(d, "q4_0", shape[-1])
+    with np.errstate(invalid="ignore"):
+        v = (blocks * inv[:, None]).astype(np.float32) + np.float32(8.5)
+    codes = np.where(np.isnan(v), np.float32(8), np.clip(np.trunc(v), 0, 15)).astype(np.uint8)
+    qs = codes[:, :16] | (codes[:, 16:] << 4)
+    out = np.concatenate([d_bytes, qs], axis=1)
+    return out.reshape(*shape[:-1], shape[-1] // GGML_QK * GGML_BLOCK_BYTES["q4_0"])
+
+
+def _ggml_data(data: Any, fmt: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw bytes -> (blocks ``[n, block_bytes]``, fp32 ``d`` ``[n]``), checking the size."""
+    k = shape[-1]
+    if k <= 0 or k % GGML_QK:
+        raise ValueError(f"{fmt}: row length {k} of shape {shape} is not a multiple of {GGML_QK}")
+    n_blocks = int(np.prod(shape)) // GGML_QK
+    raw = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
+    if raw.dtype != np.uint8 or raw.size != n_blocks * GGML_BLOCK_BYTES[fmt]:
+        raise ValueError(
+            f"{fmt}: shape {shape} needs {n_blocks * GGML_BLOCK_BYTES[fmt]} bytes, got "
+            f"{raw.size} {raw.dtype} values"
+        )
+    blocks = raw.reshape(n_blocks, GGML_BLOCK_BYTES[fmt])
+    d = np.ascontiguousarray(blocks[:, :2]).view("<f2").reshape(-1)
+    bad = ~np.isfinite(d)
+    if np.any(bad):
+        b = int(np.argmax(bad))
+        raise ValueError(
+            f"{fmt}: row {b // (k // GGML_QK)}, block {b % (k // GGML_QK)} has a non-finite scale d"
+        )
+    return blocks, d.astype(np.float32)
+
+
+def dequantize_q8_0(data: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`quantize_q8_0` up to rounding: float32 ``d * q`` of ``shape``."""
+    blocks, d = _ggml_data(data, "q8_0", tuple(shape))
+    q = np.ascontiguousarray(blocks[:, 2:]).view(np.int8).astype(np.float32)
+    return (d[:, None] * q).reshape(shape)
+
+
+def dequantize_q4_0(data: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`quantize_q4_0` up to rounding: float32 ``d * (code - 8)`` of ``shape``."""
+    blocks, d = _ggml_data(data, "q4_0", tuple(shape))
+    qs = blocks[:, 2:]
+    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int16) - 8
+    return (d[:, None] * codes.astype(np.float32)).reshape(shape)
