@@ -44,10 +44,13 @@ CHECKPOINT_PATTERNS: tuple[str, ...] = (
     "*.bin",
     "*.bin.index.json",
     "*.pt",
+    "*.pth",
+    "*.pt.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "tokenizer.model",
+    "chat_template.jinja",
 )
 
 # One part of a repo id under the Hub's naming rules: 1..96 ASCII characters from [A-Za-z0-9_.-],
@@ -634,7 +637,7 @@ def resolve_gguf(
         if not files:
             raise HubError(
                 f"{where} has no .gguf file: name a repository with a GGUF file, or convert "
-                f"the checkpoint with `bitnet convert {s} OUT.gguf`",
+                f"the checkpoint with `bitnet convert {s} -o OUT.gguf`",
                 repo_id=s,
                 revision=revision,
             )
