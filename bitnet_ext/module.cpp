@@ -4,8 +4,14 @@
 namespace py = pybind11;
 
 void bind_ops(py::module_& m);
+void bind_gguf(py::module_& m);
+void bind_quants(py::module_& m);
+void bind_sampler(py::module_& m);
 
 PYBIND11_MODULE(_ext, m) {
-  m.doc() = "bitnet-ext C++ core (kernels, formats, thread pool)";
+  m.doc() = "bitnet-ext C++ core (kernels, formats, GGUF, thread pool)";
   bind_ops(m);
+  bind_gguf(m);
+  bind_quants(m);
+  bind_sampler(m);
 }
