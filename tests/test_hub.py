@@ -553,10 +553,13 @@ def test_online_download_arguments_and_quiet_progress(
         "*.bin",
         "*.bin.index.json",
         "*.pt",
+        "*.pth",
+        "*.pt.index.json",
         "tokenizer.json",
         "tokenizer_config.json",
         "special_tokens_map.json",
         "tokenizer.model",
+        "chat_template.jinja",
     }
     bar = kw["tqdm_class"](total=10)
     assert bar.disable

@@ -62,11 +62,15 @@ bool valid_utf8(const uint8_t* s, size_t n) {
   return true;
 }
 
-// Printable form of a name for messages: bytes outside printable ASCII as \xNN.
+// Printable form of a name for messages: bytes outside printable ASCII (and the quote and
+// backslash) as \xNN, at most 256 input bytes (then "..."), so a NUL cannot end what() early and
+// a hostile name cannot blow up the message.
 std::string printable(const std::string& s) {
+  constexpr size_t kMax = 256;
   std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
+  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
       out += char(c);
     } else {
       static const char* hex = "0123456789abcdef";
@@ -75,6 +79,7 @@ std::string printable(const std::string& s) {
       out += hex[c & 15];
     }
   }
+  if (s.size() > kMax) out += "...";
   return out;
 }
 
@@ -317,7 +322,7 @@ std::shared_ptr<const File> File::parse(std::shared_ptr<const void> owner, const
   for (uint64_t k = 0; k < n_kv; ++k) {
     c.set_context(str_cat("metadata entry ", k));
     std::string key = c.read_name("key");
-    c.set_context(str_cat("key '", key, "'"));
+    c.set_context(str_cat("key '", printable(key), "'"));
     if (f->key_index_.count(key)) c.fail("duplicate key");
     const size_t at = c.pos();
     const uint32_t type_id = c.read<uint32_t>("the value type");
@@ -344,7 +349,7 @@ std::shared_ptr<const File> File::parse(std::shared_ptr<const void> owner, const
     c.set_context(str_cat("tensor info ", k));
     TensorInfo t;
     t.name = c.read_name("tensor name");
-    c.set_context(str_cat("tensor '", t.name, "'"));
+    c.set_context(str_cat("tensor '", printable(t.name), "'"));
     if (f->tensor_index_.count(t.name)) c.fail("duplicate tensor name");
     const size_t dims_at = c.pos();
     const uint32_t n_dims = c.read<uint32_t>("n_dims");
@@ -384,7 +389,7 @@ std::shared_ptr<const File> File::parse(std::shared_ptr<const void> owner, const
                    " aligned to ", align, "), past the end of the file (size ", size, ")"));
   const uint64_t data_size = data_offset <= size ? size - data_offset : 0;
   for (TensorInfo& t : f->tensors_) {
-    c.set_context(str_cat("tensor '", t.name, "'"));
+    c.set_context(str_cat("tensor '", printable(t.name), "'"));
     if (t.offset % align != 0)
       c.fail(str_cat("data offset ", t.offset, " is not a multiple of the alignment ", align));
     const uint64_t nb = uint64_t(t.nbytes);

@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `bitnet info x.gguf | head`: the reader went away; exit quietly like other Unix tools
+        # (stdout is pointed at devnull so the interpreter's final flush does not raise again).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (OSError, ValueError, RuntimeError) as e:
         # Expected failures (bad file, missing repo, bad shape) end with one clear line, not a
         # traceback; BITNET_DEBUG=1 shows the traceback.

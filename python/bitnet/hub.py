@@ -29,6 +29,7 @@ __all__ = [
     "HubError",
     "download",
     "is_repo_id",
+    "list_gguf",
     "resolve_checkpoint",
     "resolve_gguf",
 ]
@@ -550,6 +551,17 @@ def _download_file(
         **_progress_kwargs(fn, progress),
     )
     return Path(path)
+
+
+def list_gguf(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+) -> list[str]:
+    """Paths of the ``.gguf`` files in a Hub repository (listed online without downloading, or
+    from the cached snapshot when offline). Raises :class:`HubError` like :func:`download`."""
+    return _gguf_in_repo(repo_id, revision, cache_dir, token)[0]
 
 
 def _gguf_in_repo(
