@@ -6,6 +6,8 @@ namespace py = pybind11;
 void bind_ops(py::module_& m);
 void bind_gguf(py::module_& m);
 void bind_quants(py::module_& m);
+void bind_dense(py::module_& m);
+void bind_model(py::module_& m);
 void bind_sampler(py::module_& m);
 
 PYBIND11_MODULE(_ext, m) {
@@ -13,5 +15,7 @@ PYBIND11_MODULE(_ext, m) {
   bind_ops(m);
   bind_gguf(m);
   bind_quants(m);
+  bind_dense(m);
+  bind_model(m);
   bind_sampler(m);
 }

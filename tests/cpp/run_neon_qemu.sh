@@ -47,8 +47,8 @@ cmake -S "$root" -B "$build_dir" "${generator[@]}" \
   -DBITNET_BUILD_BENCHMARKS=OFF \
   -DBITNET_GTEST_SOURCE_DIR="$gtest_src"
 
-echo "== build test_kernels"
-cmake --build "$build_dir" --target test_kernels -j "$(nproc 2>/dev/null || echo 2)"
+echo "== build test_kernels test_dense"
+cmake --build "$build_dir" --target test_kernels test_dense -j "$(nproc 2>/dev/null || echo 2)"
 bin="$build_dir/tests/cpp/test_kernels"
 file_out="$(file -b "$bin" 2>/dev/null || true)"
 if [[ -n "$file_out" && "$file_out" != *aarch64* ]]; then
@@ -113,6 +113,23 @@ run_cpu() {
 
 run_cpu "$cpu_dot" "ref neon neon_dotprod" ""
 run_cpu "$cpu_nodot" "ref neon" "neon_dotprod"
+
+# The dense (embedding/head) kernels: every NEON table the emulated CPU offers against the ref
+# table (tests/cpp/test_dense.cpp); gtest's exit status and PASSED line decide.
+dense_bin="$build_dir/tests/cpp/test_dense"
+for cpu in "$cpu_dot" "$cpu_nodot"; do
+  log="$build_dir/test_dense.$cpu.log"
+  echo
+  echo "== $qemu -cpu $cpu $dense_bin"
+  rc=0
+  env -u BITNET_MAX_ISA "$qemu" -cpu "$cpu" "$dense_bin" 2>&1 | tee "$log" || rc=$?
+  if [[ $rc -eq 0 ]] && grep -q "^\[  PASSED  \]" "$log" && ! grep -q "^\[  FAILED  \]" "$log"; then
+    summary+=("PASS -cpu $cpu: test_dense ($(grep -c '^\[       OK \]' "$log") tests)")
+  else
+    summary+=("FAIL -cpu $cpu: test_dense (see $log)")
+    failures=$((failures + 1))
+  fi
+done
 
 echo
 echo "== summary (aarch64 under qemu-user)"
