@@ -7,8 +7,9 @@ that the fuzzer starts from files a real tool produces: every metadata value typ
 nested arrays, tensors of f32/f16/bf16/q8_0/q4_0/tq1_0/tq2_0 with odd shapes, alignments other
 than 32, and a version-2 file. A few seeds that ``GGUFWriter`` cannot express (I2_S tensors,
 empty and 16-deep nested arrays, zero-element tensors, a header with no data section) come from
-the small encoder below, written from docs/formats.md section 3. Every seed is at most 4096
-bytes (the fuzzer's -max_len) and deterministic (seeded), so the corpus is reproducible.
+the small encoder below (over tests/gguf_reference.py, written from docs/formats.md section 3).
+Every seed is at most 4096 bytes (the fuzzer's -max_len) and deterministic (seeded), so the
+corpus is reproducible.
 """
 
 from __future__ import annotations
@@ -23,52 +24,12 @@ import numpy as np
 
 MAX_SEED_BYTES = 4096
 
-_VALUE_IDS = {
-    "u8": 0,
-    "i8": 1,
-    "u16": 2,
-    "i16": 3,
-    "u32": 4,
-    "i32": 5,
-    "f32": 6,
-    "bool": 7,
-    "string": 8,
-    "array": 9,
-    "u64": 10,
-    "i64": 11,
-    "f64": 12,
-}
-_PACK = {
-    "u8": "<B",
-    "i8": "<b",
-    "u16": "<H",
-    "i16": "<h",
-    "u32": "<I",
-    "i32": "<i",
-    "f32": "<f",
-    "bool": "<?",
-    "u64": "<Q",
-    "i64": "<q",
-    "f64": "<d",
-}
-
-
-def _string(s: str | bytes) -> bytes:
-    b = s.encode("utf-8") if isinstance(s, str) else s
-    return struct.pack("<Q", len(b)) + b
-
-
-def _value(type_: str, value: Any) -> bytes:
-    """Payload of a value of type string ``type_`` (``"u32"``, ``"array[array[i16]]"``)."""
-    if type_.startswith("array[") and type_.endswith("]"):
-        inner = type_[6:-1]
-        elem = "array" if inner.startswith("array[") else inner
-        return struct.pack("<IQ", _VALUE_IDS[elem], len(value)) + b"".join(
-            _value(inner, v) for v in value
-        )
-    if type_ == "string":
-        return _string(value)
-    return struct.pack(_PACK[type_], value)
+# The value encoder is the GGUF tests' reference (tests/gguf_reference.py), shared so the byte
+# layout is written once.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gguf_reference import VALUE_IDS as _VALUE_IDS  # noqa: E402
+from gguf_reference import _string  # noqa: E402
+from gguf_reference import encode_value as _value  # noqa: E402
 
 
 def encode(
