@@ -37,12 +37,15 @@ float quantize_weights(const float* w, int64_t count, int8_t* t) {
   double total = 0.0;
   for (double s : sums) total += s;
   const float s_w = std::max(float(total / double(count)), 1e-5f);
-  // Pass 2: t = clamp(round_half_even(w / s_w), -1, 1).
+  // Pass 2: t = clamp(round_half_even(w / s_w), -1, 1), written as two comparisons: the
+  // half-even rounding sends +-0.5 to 0 and everything beyond +-0.5 to a value clamped to +-1,
+  // so t = (v > 0.5) - (v < -0.5) is the same function, and it vectorises (nearbyint did not:
+  // it was most of the time of BitLinear's forward in training, which re-quantizes every step).
   parallel_for(n_chunks, [&](int64_t c, int) {
     const int64_t lo = c * chunk, hi = std::min(count, lo + chunk);
     for (int64_t i = lo; i < hi; ++i) {
-      const float v = std::nearbyint(w[i] / s_w);
-      t[i] = int8_t(v > 1.0f ? 1 : (v < -1.0f ? -1 : int(v)));
+      const float v = w[i] / s_w;
+      t[i] = int8_t(int(v > 0.5f) - int(v < -0.5f));
     }
   });
   return s_w;
