@@ -9,6 +9,7 @@ void bind_quants(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_model(py::module_& m);
 void bind_sampler(py::module_& m);
+void bind_tape(py::module_& m);
 
 PYBIND11_MODULE(_ext, m) {
   m.doc() = "bitnet-ext C++ core (kernels, formats, GGUF, thread pool)";
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_ext, m) {
   bind_dense(m);
   bind_model(m);
   bind_sampler(m);
+  bind_tape(m);
 }
