@@ -9,6 +9,8 @@ elementwise loops.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -121,9 +123,10 @@ def test_attention_matches_float64_and_torch(M: int, H: int, Hkv: int, d: int, n
     v = rng.standard_normal((L, Hkv, d)).astype(np.float32)
     out = nn.attention(q, k, v, n_past)
     exact = _attention64(q, k, v, n_past)
-    # Error bound, fp32: each score is a dot of d products in 8 partial sums (<= (d/8 + 4) u of
-    # sum |q_i k_i|, times the scale); p_j = exp(s_j - max) / sum changes by at most 2 * max|ds|
-    # (relative, the exponent's argument error) plus (L + 4) u for exp, the sum and the division;
+    # Error bound, fp32: each score is a dot of d products in 16 partial sums (<= (d/16 + 4) u of
+    # sum |q_i k_i|, times the scale; the bound below keeps the looser d/8); p_j = exp(s_j - max)
+    # / sum changes by at most 2 * max|ds| (relative, the exponent's argument error) plus (L + 4) u
+    # for exp (the polynomial is within 2 u), the sum and the division;
     # the output sum of L terms p_j v_j adds (L + 2) u * max|v|.
     scale = 1 / np.sqrt(d)
     qk = np.abs(q.astype(np.float64)) @ np.abs(k.astype(np.float64)).reshape(L * Hkv, d).T
@@ -134,6 +137,38 @@ def test_attention_matches_float64_and_torch(M: int, H: int, Hkv: int, d: int, n
     assert np.max(np.abs(out - ref.numpy())) <= 2 * bound
     if L == 1:
         np.testing.assert_array_equal(out[0, 0], v[0, 0])
+
+
+@pytest.mark.parametrize("isa", ["ref", "avx2", "avx512", "avx512_vnni", "neon", "neon_dotprod"])
+def test_attention_is_identical_on_every_isa(isa: str) -> None:
+    """The per-ISA attention kernels run the same fp32 operations in the same order (explicit
+    16-lane sums, no FMA contraction, the same exp polynomial), so every ISA gives the scalar
+    build's bits; decode (1 query, GQA group 4, the group split across tasks) and prefill."""
+    if isa not in _ext.available_isas():
+        pytest.skip(f"{isa} is not available on this CPU")
+    rng = np.random.default_rng(7)
+    cases = []
+    for M, H, Hkv, d, n_past in [(1, 20, 5, 128, 300), (9, 6, 2, 40, 5), (3, 4, 4, 7, 0)]:
+        L = n_past + M
+        q = (2 * rng.standard_normal((M, H, d))).astype(np.float32)
+        k = rng.standard_normal((L, Hkv, d)).astype(np.float32)
+        v = rng.standard_normal((L, Hkv, d)).astype(np.float32)
+        cases.append((q, k, v, n_past))
+    old = os.environ.get("BITNET_MAX_ISA")
+    try:
+        os.environ["BITNET_MAX_ISA"] = "ref"
+        assert _ext.reload_dispatch() == "ref"
+        want = [nn.attention(*c) for c in cases]
+        os.environ["BITNET_MAX_ISA"] = isa
+        assert _ext.reload_dispatch() == isa
+        for c, w in zip(cases, want, strict=True):
+            np.testing.assert_array_equal(nn.attention(*c), w)
+    finally:
+        if old is None:
+            os.environ.pop("BITNET_MAX_ISA", None)
+        else:
+            os.environ["BITNET_MAX_ISA"] = old
+        _ext.reload_dispatch()
 
 
 def test_attention_is_causal() -> None:

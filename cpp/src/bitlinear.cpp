@@ -26,6 +26,27 @@ void bitlinear_quantized(const int8_t* q, const float* s_x, const int32_t* q_sum
   });
 }
 
+void bitlinear_quantized_multi(const int8_t* q, const float* s_x, const int32_t* q_sum, int64_t M,
+                               const BitLinearTarget* targets, int64_t n_targets) {
+  const kernels::CpuKernels& kern = kernels::active();
+  const kernels::gemm_k256_fn fn = M == 1 ? kern.gemv : kern.gemm;
+  const int64_t threads = get_num_threads();
+  for (int64_t i = 1; i < n_targets; ++i)
+    check_arg(targets[i].w->nb == targets[0].w->nb,
+              "bitlinear_quantized_multi: matrices of different widths");
+  parallel_for(threads, [&](int64_t t, int) {
+    for (int64_t i = 0; i < n_targets; ++i) {
+      const KernelWeights& w = *targets[i].w;
+      const int64_t tw = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(w.rows, 16)));
+      if (t >= tw) continue;
+      const int64_t per = round_up(ceil_div(w.rows, tw), 16);
+      const int64_t n0 = std::min(w.rows, t * per), n1 = std::min(w.rows, n0 + per);
+      if (n0 < n1)
+        fn(w.data, w.nb, q, s_x, q_sum, M, n0, n1, w.scale, targets[i].y, targets[i].ldy);
+    }
+  });
+}
+
 void bitlinear(const float* x, int64_t M, int64_t K, const PackedWeights& w, float* y,
                int64_t ldy) {
   check_arg(M > 0, "bitlinear: x has no rows");

@@ -311,10 +311,10 @@ void Model::Impl::forward(const int32_t* tokens, int64_t M, int64_t first_logit,
     // Attention block.
     nn::rmsnorm(x.data(), E, M, E, L.attn_norm.data(), eps, nrm.data(), E);
     quantize(nrm.data(), M, E, L.kw[kQ].nb * 256);
-    bitlinear_quantized(q, s_x.data(), q_sum.data(), M, L.kw[kQ], qkv.data(), ld_qkv);
-    bitlinear_quantized(q, s_x.data(), q_sum.data(), M, L.kw[kK], qkv.data() + q_dim, ld_qkv);
-    bitlinear_quantized(q, s_x.data(), q_sum.data(), M, L.kw[kV], qkv.data() + q_dim + kv_dim,
-                        ld_qkv);
+    const BitLinearTarget qkv_out[3] = {{&L.kw[kQ], qkv.data(), ld_qkv},
+                                        {&L.kw[kK], qkv.data() + q_dim, ld_qkv},
+                                        {&L.kw[kV], qkv.data() + q_dim + kv_dim, ld_qkv}};
+    bitlinear_quantized_multi(q, s_x.data(), q_sum.data(), M, qkv_out, 3);
     nn::rope_neox(qkv.data(), ld_qkv, M, c.n_head, hd, rope_cos.data(), rope_sin.data());
     nn::rope_neox(qkv.data() + q_dim, ld_qkv, M, c.n_head_kv, hd, rope_cos.data(), rope_sin.data());
     for (int64_t m = 0; m < M; ++m) {
@@ -342,8 +342,9 @@ void Model::Impl::forward(const int32_t* tokens, int64_t M, int64_t first_logit,
     // Feed-forward block.
     nn::rmsnorm(xr, E, R, E, L.ffn_norm.data(), eps, nrm.data(), E);
     quantize(nrm.data(), R, E, L.kw[kGate].nb * 256);
-    bitlinear_quantized(q, s_x.data(), q_sum.data(), R, L.kw[kGate], gu.data(), 2 * F);
-    bitlinear_quantized(q, s_x.data(), q_sum.data(), R, L.kw[kUp], gu.data() + F, 2 * F);
+    const BitLinearTarget gu_out[2] = {{&L.kw[kGate], gu.data(), 2 * F},
+                                       {&L.kw[kUp], gu.data() + F, 2 * F}};
+    bitlinear_quantized_multi(q, s_x.data(), q_sum.data(), R, gu_out, 2);
     nn::gated_activation(c.hidden_act, gu.data(), 2 * F, gu.data() + F, 2 * F, R, F, h.data(), F);
     nn::rmsnorm(h.data(), F, R, F, L.ffn_sub_norm.data(), eps, h.data(), F);
     quantize(h.data(), R, F, L.kw[kDown].nb * 256);

@@ -6,6 +6,7 @@
 
 #include "bitnet/common.h"
 #include "bitnet/threadpool.h"
+#include "dense_kernels.h"
 
 namespace bitnet::nn {
 
@@ -151,39 +152,21 @@ void attention(const AttentionQuery* queries, int64_t n_queries, const Attention
               " (needs >= 1)");
   const int64_t group = n_head / n_kv, kv_stride = n_kv * hd;
   const float scale = shape.scale;
-  parallel_for(n_queries * n_kv, [&](int64_t task, int) {
-    const AttentionQuery& a = queries[task / n_kv];
-    const int64_t hk = task % n_kv, n = a.n_keys;
-    // Scores of the group's query heads [group, n]; grown to the context length once.
+  const kernels::attention_fn kern = kernels::dense_active().attention;
+  int64_t sub = group;  // query heads per task
+  while (sub % 2 == 0 && n_queries * n_kv * (group / sub) < 4 * int64_t(get_num_threads()))
+    sub /= 2;
+  const int64_t per_kv = group / sub;
+  parallel_for(n_queries * n_kv * per_kv, [&](int64_t task, int) {
+    const AttentionQuery& a = queries[task / (n_kv * per_kv)];
+    const int64_t hk = task / per_kv % n_kv, h0 = hk * group + task % per_kv * sub;
+    const int64_t n = a.n_keys;
+    // Scores of the task's query heads [sub, n]; grown to the context length once.
     thread_local std::vector<float> scores;
-    const size_t need = size_t(group * n);
+    const size_t need = size_t(sub * n);
     if (scores.size() < need) scores.resize(std::max(need, size_t(group * std::max(max_keys, n))));
-    float* sc = scores.data();
-    const float* q0 = a.q + hk * group * hd;
-    // Pass 1: scores. Each key row is loaded once for all heads of the group.
-    for (int64_t j = 0; j < n; ++j) {
-      const float* kj = a.k + j * kv_stride + hk * hd;
-      for (int64_t g = 0; g < group; ++g) sc[g * n + j] = dot(q0 + g * hd, kj, hd) * scale;
-    }
-    // Softmax per head, fp32 with max subtraction; p_j = e_j / sum (one division, as torch).
-    for (int64_t g = 0; g < group; ++g) {
-      float* s = sc + g * n;
-      float mx = s[0];
-      for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        s[j] = std::exp(s[j] - mx);
-        sum += s[j];
-      }
-      for (int64_t j = 0; j < n; ++j) s[j] = s[j] / sum;
-    }
-    // Pass 2: out_h = sum_j p_j v_j, each value row loaded once for the group.
-    float* o0 = a.out + hk * group * hd;
-    std::fill(o0, o0 + group * hd, 0.0f);
-    for (int64_t j = 0; j < n; ++j) {
-      const float* vj = a.v + j * kv_stride + hk * hd;
-      for (int64_t g = 0; g < group; ++g) axpy(sc[g * n + j], vj, o0 + g * hd, hd);
-    }
+    kern(a.q + h0 * hd, sub, hd, a.k + hk * hd, a.v + hk * hd, kv_stride, n, scale, scores.data(),
+         a.out + h0 * hd);
   });
 }
 

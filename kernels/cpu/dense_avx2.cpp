@@ -18,6 +18,8 @@
 // d_w * d_x (fp32 product) with one vfmadd into the lane accumulator.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "dense_kernels.h"
 
 namespace bitnet::kernels::avx2 {
@@ -142,5 +144,7 @@ void dense_q4_0(const uint8_t* w, int64_t row_bytes, int64_t nb, const DenseQ8Ro
                 int64_t r0, int64_t r1, float* y, int64_t ldy) {
   dense_detail::q_rows<Ops, dense_detail::Q4>(w, row_bytes, nb, x, M, r0, r1, y, ldy);
 }
+
+#include "attention_f32.inc"  // attention_f32, compiled with this file's ISA flags
 
 }  // namespace bitnet::kernels::avx2

@@ -77,6 +77,13 @@ using dense_f_fn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t cols, c
 using dense_q_fn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t nb, const DenseQ8Rows& x,
                             int64_t M, int64_t r0, int64_t r1, float* y, int64_t ldy);
 
+// One query's attention for G query heads sharing a kv head (kernels/cpu/attention_f32.inc states
+// the formula, layouts and exp accuracy): q [G, hd], keys/values j < n at k/v + j * kv_stride,
+// scratch [G * n], out [G, hd]. Identical results on every ISA.
+using attention_fn = void (*)(const float* q, int64_t G, int64_t hd, const float* k, const float* v,
+                              int64_t kv_stride, int64_t n, float scale, float* scratch,
+                              float* out);
+
 #define BITNET_DECLARE_DENSE_KERNELS(ns)                                                          \
   namespace ns {                                                                                  \
   void dense_f32(const uint8_t* w, int64_t row_bytes, int64_t cols, const float* x, int64_t ldx,  \
@@ -89,6 +96,8 @@ using dense_q_fn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t nb, con
                   int64_t M, int64_t r0, int64_t r1, float* y, int64_t ldy);                      \
   void dense_q4_0(const uint8_t* w, int64_t row_bytes, int64_t nb, const DenseQ8Rows& x,          \
                   int64_t M, int64_t r0, int64_t r1, float* y, int64_t ldy);                      \
+  void attention_f32(const float* q, int64_t G, int64_t hd, const float* k, const float* v,       \
+                     int64_t kv_stride, int64_t n, float scale, float* scratch, float* out);      \
   }
 
 // Each namespace defines the subset its table uses (cpp/src/dense.cpp); a table may reuse the
@@ -109,6 +118,7 @@ struct DenseKernels {
   dense_f_fn bf16;
   dense_q_fn q8_0;
   dense_q_fn q4_0;
+  attention_fn attention;
 };
 
 // The table of kernels::active().isa (re-read on every call, so kernels::reload() switches both).

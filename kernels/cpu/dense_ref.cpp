@@ -8,6 +8,8 @@
 // with dot_b the exact int32 block dot product (|dot_b| <= 32 * 128 * 127 < 2^24, so fp32(dot_b)
 // is exact). One sequential sum per output: error <= cols * 2^-24 * sum |terms| (Higham, recursive
 // summation), the bound the tests apply to every table.
+#include <cstring>
+
 #include "dense_kernels.h"
 
 namespace bitnet::kernels::ref {
@@ -79,5 +81,7 @@ void dense_q4_0(const uint8_t* w, int64_t row_bytes, int64_t nb, const DenseQ8Ro
                 int64_t r0, int64_t r1, float* y, int64_t ldy) {
   q_rows<Q4>(w, row_bytes, nb, x, M, r0, r1, y, ldy);
 }
+
+#include "attention_f32.inc"  // attention_f32, compiled with this file's ISA flags
 
 }  // namespace bitnet::kernels::ref

@@ -18,4 +18,18 @@ void bitlinear(const float* x, int64_t M, int64_t K, const PackedWeights& w, flo
 void bitlinear_quantized(const int8_t* q, const float* s_x, const int32_t* q_sum, int64_t M,
                          const KernelWeights& w, float* y, int64_t ldy);
 
+// One product of a multi-matrix call: y [M, w->rows] with row stride ldy.
+struct BitLinearTarget {
+  const KernelWeights* w;
+  float* y;
+  int64_t ldy;
+};
+
+// bitlinear_quantized for several matrices that share one quantized input (q/k/v, gate/up), in
+// one parallel region: every thread takes the same share of each matrix's rows as
+// bitlinear_quantized would give it, so the results are identical and the projections cost one
+// fork/join instead of one each. Every matrix must have the same nb.
+void bitlinear_quantized_multi(const int8_t* q, const float* s_x, const int32_t* q_sum, int64_t M,
+                               const BitLinearTarget* targets, int64_t n_targets);
+
 }  // namespace bitnet

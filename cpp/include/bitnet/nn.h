@@ -70,8 +70,11 @@ struct AttentionShape {
 // Causal GQA attention: for each query and each head h (kv head h / (n_head / n_head_kv)):
 //   s_j = (q_h . k_j) * scale,  p_j = exp(s_j - max s) / sum_j exp(s_j - max s),
 //   out_h = sum_j p_j v_j                                       (j < n_keys, all fp32)
-// The work is split into (query, kv head) tasks across the thread pool; the query heads of one
-// group share one pass over their keys and values. `max_keys` sizes the per-thread score buffer
+// The work is split into (query, kv head, sub-group of query heads) tasks across the thread pool
+// (the group is halved while there are fewer than 4 tasks per thread, so decode's few kv heads
+// still balance); the query heads of a task share one pass over their keys and values. The
+// per-ISA kernel (kernels/cpu/attention_f32.inc) computes exp with a polynomial (~2 ulp) and gives
+// the same bits on every ISA. `max_keys` sizes the per-thread score buffer
 // on first use (pass the context length so later calls never reallocate). Throws
 // std::invalid_argument on an inconsistent shape or n_keys < 1.
 void attention(const AttentionQuery* queries, int64_t n_queries, const AttentionShape& shape,
