@@ -25,28 +25,49 @@ namespace kernels {
 
 namespace {
 
-const DenseKernels kDenseRef{Isa::ref,        "ref",           ref::dense_f32,  ref::dense_f16,
-                             ref::dense_bf16, ref::dense_q8_0, ref::dense_q4_0, ref::attention_f32};
+const DenseKernels kDenseRef{
+    Isa::ref,        "ref",           ref::dense_f32,     ref::dense_f16,          ref::dense_bf16,
+    ref::dense_q8_0, ref::dense_q4_0, ref::attention_f32, ref::attention_probs_f32};
 #if defined(BITNET_HAVE_X86)
-const DenseKernels kDenseAvx2{
-    Isa::avx2,        "avx2",           avx2::dense_f32,  avx2::dense_f16,
-    avx2::dense_bf16, avx2::dense_q8_0, avx2::dense_q4_0, avx2::attention_f32};
-const DenseKernels kDenseAvx512{
-    Isa::avx512,        "avx512",           avx512::dense_f32,  avx512::dense_f16,
-    avx512::dense_bf16, avx512::dense_q8_0, avx512::dense_q4_0, avx512::attention_f32};
+const DenseKernels kDenseAvx2{Isa::avx2,
+                              "avx2",
+                              avx2::dense_f32,
+                              avx2::dense_f16,
+                              avx2::dense_bf16,
+                              avx2::dense_q8_0,
+                              avx2::dense_q4_0,
+                              avx2::attention_f32,
+                              avx2::attention_probs_f32};
+const DenseKernels kDenseAvx512{Isa::avx512,
+                                "avx512",
+                                avx512::dense_f32,
+                                avx512::dense_f16,
+                                avx512::dense_bf16,
+                                avx512::dense_q8_0,
+                                avx512::dense_q4_0,
+                                avx512::attention_f32,
+                                avx512::attention_probs_f32};
 // VNNI only changes the int8 dot products; the float kernels are AVX-512's.
 const DenseKernels kDenseAvx512Vnni{
-    Isa::avx512_vnni,   "avx512_vnni",           avx512::dense_f32,       avx512::dense_f16,
-    avx512::dense_bf16, avx512_vnni::dense_q8_0, avx512_vnni::dense_q4_0, avx512::attention_f32};
+    Isa::avx512_vnni,        "avx512_vnni",         avx512::dense_f32,
+    avx512::dense_f16,       avx512::dense_bf16,    avx512_vnni::dense_q8_0,
+    avx512_vnni::dense_q4_0, avx512::attention_f32, avx512::attention_probs_f32};
 #endif
 #if defined(BITNET_HAVE_NEON)
-const DenseKernels kDenseNeon{
-    Isa::neon,        "neon",           neon::dense_f32,  neon::dense_f16,
-    neon::dense_bf16, neon::dense_q8_0, neon::dense_q4_0, neon::attention_f32};
+const DenseKernels kDenseNeon{Isa::neon,
+                              "neon",
+                              neon::dense_f32,
+                              neon::dense_f16,
+                              neon::dense_bf16,
+                              neon::dense_q8_0,
+                              neon::dense_q4_0,
+                              neon::attention_f32,
+                              neon::attention_probs_f32};
 // The dot-product extension only changes the int8 dot products.
 const DenseKernels kDenseNeonDot{
-    Isa::neon_dotprod, "neon_dotprod",           neon::dense_f32,          neon::dense_f16,
-    neon::dense_bf16,  neon_dotprod::dense_q8_0, neon_dotprod::dense_q4_0, neon::attention_f32};
+    Isa::neon_dotprod,        "neon_dotprod",      neon::dense_f32,
+    neon::dense_f16,          neon::dense_bf16,    neon_dotprod::dense_q8_0,
+    neon_dotprod::dense_q4_0, neon::attention_f32, neon::attention_probs_f32};
 #endif
 
 }  // namespace

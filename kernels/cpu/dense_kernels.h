@@ -83,6 +83,10 @@ using dense_q_fn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t nb, con
 using attention_fn = void (*)(const float* q, int64_t G, int64_t hd, const float* k, const float* v,
                               int64_t kv_stride, int64_t n, float scale, float* scratch,
                               float* out);
+// Its first half alone: scratch [G * n] <- the probabilities p_g,j (the same bits attention_fn
+// leaves in its scratch). The training backward recomputes them with it.
+using attention_probs_fn = void (*)(const float* q, int64_t G, int64_t hd, const float* k,
+                                    int64_t kv_stride, int64_t n, float scale, float* p);
 
 #define BITNET_DECLARE_DENSE_KERNELS(ns)                                                          \
   namespace ns {                                                                                  \
@@ -98,6 +102,8 @@ using attention_fn = void (*)(const float* q, int64_t G, int64_t hd, const float
                   int64_t M, int64_t r0, int64_t r1, float* y, int64_t ldy);                      \
   void attention_f32(const float* q, int64_t G, int64_t hd, const float* k, const float* v,       \
                      int64_t kv_stride, int64_t n, float scale, float* scratch, float* out);      \
+  void attention_probs_f32(const float* q, int64_t G, int64_t hd, const float* k,                 \
+                           int64_t kv_stride, int64_t n, float scale, float* p);                  \
   }
 
 // Each namespace defines the subset its table uses (cpp/src/dense.cpp); a table may reuse the
@@ -119,6 +125,7 @@ struct DenseKernels {
   dense_q_fn q8_0;
   dense_q_fn q4_0;
   attention_fn attention;
+  attention_probs_fn attention_probs;
 };
 
 // The table of kernels::active().isa (re-read on every call, so kernels::reload() switches both).

@@ -12,10 +12,11 @@
 //
 // attention, per sequence b, query head h (kv head hk = h / (Hq / Hkv)) and query t:
 //   s_j = dot(q_t, k_j) * scale (j <= t, scale = 1 / sqrt(D)), m = max_j s_j,
-//   e_j = exp(s_j - m), l = sum_j e_j (j ascending), p_j = e_j / l, o_t = sum_j p_j v_j
-// with nn.cpp's dot (eight fp32 partial sums) and o accumulated by axpy in j order. Only m and l
-// are saved ([B, Hq, T, 2] floats, instead of the [B, Hq, T, T] probabilities); the backward
-// recomputes p_j with the same operations, so it sees the forward's probabilities bit for bit.
+//   e_j = exp(s_j - m), l = sum_j e_j, p_j = e_j / l, o_t = sum_j p_j v_j
+// computed by the inference engine's own per-ISA kernel (kernels::dense_active().attention, the
+// kernel nn::attention runs; kernels/cpu/attention_f32.inc states its arithmetic), so training
+// and inference agree bit for bit on every ISA. Nothing is saved but the inputs: the backward
+// recomputes the probabilities with the kernel's first half (attention_probs), the same bits.
 // Backward (per (b, kv head) task, so the query heads sharing a kv head accumulate into one dK /
 // dV without conflicts, in a fixed order):
 //   dp_j = dot(dO_t, v_j),  r = sum_j p_j dp_j,  ds_j = p_j (dp_j - r) * scale,
@@ -31,6 +32,7 @@
 #include "bitnet/common.h"
 #include "bitnet/nn.h"
 #include "bitnet/threadpool.h"
+#include "dense_kernels.h"
 
 namespace bitnet::autograd {
 
@@ -92,42 +94,40 @@ void check_heads(const char* op, const char* name, const Tensor& t, int64_t B, i
 // The attention backward (see the top of this file): accumulates into the gradients of the
 // inputs that need one, one task per (sequence, kv head), each owning its rows of dK / dV and the
 // dQ columns of its query heads, so the result does not depend on the thread count.
-void attention_backward(Tensor& q, Tensor& k, Tensor& v, const Tensor& stats, const float* g,
-                        int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale) {
+void attention_backward(Tensor& q, Tensor& k, Tensor& v, const float* g, int64_t B, int64_t T,
+                        int64_t Hq, int64_t Hkv, int64_t D, float scale) {
   const bool need_q = needs_grad(q), need_k = needs_grad(k), need_v = needs_grad(v);
   const int64_t ldq = Hq * D, ldk = Hkv * D, G = Hq / Hkv;
+  const kernels::attention_probs_fn probs = kernels::dense_active().attention_probs;
   const float* qp = q.data();
   const float* kp = k.data();
   const float* vp = v.data();
-  const float* st = stats.data();
   float* gq = need_q ? q.grad() : nullptr;
   float* gk = need_k ? k.grad() : nullptr;
   float* gv = need_v ? v.grad() : nullptr;
   parallel_for(B * Hkv, [&](int64_t task, int) {
     const int64_t b = task / Hkv, hk = task % Hkv;
-    // Per-thread scratch: p [T], ds [T], dq [D], local dK and dV [T, D] of this kv head.
+    // Per-thread scratch: p [G, T], ds [T], dq [D], local dK and dV [T, D] of this kv head.
     thread_local std::vector<float> scratch;
-    const size_t need = size_t(2 * T + D + 2 * T * D);
+    const size_t need = size_t(G * T + T + D + 2 * T * D);
     if (scratch.size() < need) scratch.resize(need);
-    float* p = scratch.data();
-    float* ds = p + T;
+    float* pg = scratch.data();
+    float* ds = pg + G * T;
     float* dq = ds + T;
     float* dk = dq + D;
     float* dv = dk + T * D;
     std::fill(dk, dk + 2 * T * D, 0.0f);
     const float* ks = kp + b * T * ldk + hk * D;
     const float* vs = vp + b * T * ldk + hk * D;
-    for (int64_t gi = 0; gi < G; ++gi) {
-      const int64_t h = hk * G + gi;
-      const float* sth = st + ((b * Hq + h) * T) * 2;
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t n = t + 1, row = (b * T + t) * ldq + h * D;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = t + 1, row0 = (b * T + t) * ldq + hk * G * D;
+      // The forward's probabilities of the group's G heads, [G, n], recomputed by the kernel.
+      probs(qp + row0, G, D, ks, ldk, n, scale, pg);
+      for (int64_t gi = 0; gi < G; ++gi) {
+        const int64_t row = row0 + gi * D;
+        const float* p = pg + gi * n;
         const float* qt = qp + row;
         const float* got = g + row;
-        // The forward's probabilities, recomputed with the same operations.
-        const float mx = sth[2 * t], sum = sth[2 * t + 1];
-        for (int64_t j = 0; j < n; ++j)
-          p[j] = std::exp(dot(qt, ks + j * ldk, D) * scale - mx) / sum;
         if (need_v)
           for (int64_t j = 0; j < n; ++j) axpy(p[j], got, dv + j * D, D);
         if (!need_q && !need_k) continue;
@@ -249,48 +249,34 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t B, i
   const int64_t ldq = Hq * D, ldk = Hkv * D, G = Hq / Hkv;
   const float scale = 1.0f / std::sqrt(float(D));  // as the inference model (model.cpp)
   Tensor out = Tensor::empty({B * T, ldq});
-  // stats[((b * Hq + h) * T + t) * 2 + {0, 1}] = {max score m, sum of exponentials l}
-  // (B * Hq * T * 2 <= 2 * q.numel(): no overflow).
-  Tensor stats = Tensor::empty({B * Hq * T * 2});
-
   const float* qp = q.data();
   const float* kp = k.data();
   const float* vp = v.data();
   float* op = out.data();
-  float* st = stats.data();
-  // One task per (sequence, query head); B == 0 runs none.
-  parallel_for(B * Hq, [&](int64_t task, int) {
-    const int64_t b = task / Hq, h = task % Hq, hk = h / G;
-    thread_local std::vector<float> scores;
-    if (int64_t(scores.size()) < T) scores.resize(size_t(T));
-    float* s = scores.data();
+  const kernels::attention_fn kern = kernels::dense_active().attention;
+  // Tasks of (sequence, kv head, sub-group of `sub` query heads): the group is halved while there
+  // are fewer than 4 tasks per thread (as nn::attention does; per head the kernel's arithmetic
+  // does not depend on how many heads share a call). B == 0 runs none.
+  int64_t sub = G;
+  while (sub % 2 == 0 && B * Hkv * (G / sub) < 4 * int64_t(get_num_threads())) sub /= 2;
+  const int64_t per_kv = G / sub;
+  parallel_for(B * Hkv * per_kv, [&](int64_t task, int) {
+    const int64_t b = task / (Hkv * per_kv), hk = task / per_kv % Hkv;
+    const int64_t h0 = hk * G + task % per_kv * sub;
+    thread_local std::vector<float> scores;  // [sub, n] probabilities of the kernel
+    if (int64_t(scores.size()) < sub * T) scores.resize(size_t(sub * T));
     const float* ks = kp + b * T * ldk + hk * D;
     const float* vs = vp + b * T * ldk + hk * D;
     for (int64_t t = 0; t < T; ++t) {
-      const float* qt = qp + (b * T + t) * ldq + h * D;
-      const int64_t n = t + 1;
-      for (int64_t j = 0; j < n; ++j) s[j] = dot(qt, ks + j * ldk, D) * scale;
-      float mx = s[0];
-      for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        s[j] = std::exp(s[j] - mx);
-        sum += s[j];
-      }
-      for (int64_t j = 0; j < n; ++j) s[j] = s[j] / sum;
-      float* ot = op + (b * T + t) * ldq + h * D;
-      std::fill(ot, ot + D, 0.0f);
-      for (int64_t j = 0; j < n; ++j) axpy(s[j], vs + j * ldk, ot, D);
-      float* stt = st + (task * T + t) * 2;
-      stt[0] = mx;
-      stt[1] = sum;
+      const int64_t row = (b * T + t) * ldq + h0 * D;
+      kern(qp + row, sub, D, ks, vs, ldk, t + 1, scale, scores.data(), op + row);
     }
   });
 
   if (should_record({&q, &k, &v})) {
     record("attention", out,
-           [q = q, k = k, v = v, stats, B, T, Hq, Hkv, D, scale](const float* g) mutable {
-             if (B > 0) attention_backward(q, k, v, stats, g, B, T, Hq, Hkv, D, scale);
+           [q = q, k = k, v = v, B, T, Hq, Hkv, D, scale](const float* g) mutable {
+             if (B > 0) attention_backward(q, k, v, g, B, T, Hq, Hkv, D, scale);
            });
   }
   return out;
