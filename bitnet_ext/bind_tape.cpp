@@ -26,6 +26,7 @@ using ag::Tensor;
 void bind_autograd_linear(py::module_& m);
 void bind_autograd_attention(py::module_& m);
 void bind_autograd_elementwise(py::module_& m);
+void bind_autograd_frozen(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_sgemm(py::module_& m);
 
@@ -149,6 +150,7 @@ void bind_tape(py::module_& parent) {
   bind_autograd_linear(m);
   bind_autograd_attention(m);
   bind_autograd_elementwise(m);
+  bind_autograd_frozen(m);
   bind_optim(m);
   bind_sgemm(m);
 }

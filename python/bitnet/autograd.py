@@ -52,6 +52,7 @@ __all__ = [
     "release_cached_memory",
     "linear",
     "bitlinear",
+    "bitlinear_frozen",
     "embedding",
     "rmsnorm",
     "rope",
@@ -218,6 +219,20 @@ def bitlinear(x: Tensor, w: Tensor, lambda_: float = 1.0) -> Tensor:
         ValueError: shapes disagree, ``w`` is empty, or ``lambda_`` is outside [0, 1].
     """
     return _ag.bitlinear(x, w, lambda_=float(lambda_))
+
+
+def bitlinear_frozen(x: Tensor, w: Any) -> Tensor:
+    """BitLinear on frozen packed ternary weights (``bitnet.ops.PackedWeights`` [N, K], any
+    packed format): ``y[M, N]`` from ``x[M, K]`` by the inference kernels (per-token int8
+    activations x ternary weights, int32 sums, rescaled), bit-identical to
+    :func:`bitnet.ops.bitlinear`. The weights get no gradient; backward is straight-through
+    for ``x``: ``dx += dy @ (s_w * T)``, with the ternary values unpacked block by block into
+    a transient buffer (no fp32 copy of the weights is kept). Used by :mod:`bitnet.lora`.
+
+    Raises:
+        ValueError: ``x`` is not ``[M, K]`` with the weights' K.
+    """
+    return _ag.bitlinear_frozen(x, w)
 
 
 def embedding(table: Tensor, ids: Ids) -> Tensor:

@@ -8,4 +8,14 @@ taking the parsed namespace and returning the exit status). Modules import heavy
 from __future__ import annotations
 
 # Order of appearance in ``bitnet --help``.
-COMMANDS = ("download", "convert", "info", "generate", "chat", "perplexity", "bench", "train")
+COMMANDS = (
+    "download",
+    "convert",
+    "info",
+    "generate",
+    "chat",
+    "perplexity",
+    "bench",
+    "train",
+    "finetune",
+)
