@@ -415,7 +415,7 @@ def test_data_errors(tiny: SimpleNamespace) -> None:
         load_instructions(tiny.dir / "none.jsonl", tok, 8)
 
 
-# ----------------------------------------------------------------------------- merge
+# ----------------------------------------------------------------------------- merge (checkpoint)
 def test_merge_report_matches_numpy(tiny: SimpleNamespace) -> None:
     cfg = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "gate_proj"])
     model = LoraModel(tiny.ck, cfg, seed=0)
@@ -460,7 +460,275 @@ def test_merge_report_matches_numpy(tiny: SimpleNamespace) -> None:
     assert rep.update_rel_error == pytest.approx(np.sqrt(upd[0] / upd[1]), rel=1e-9)
     assert rep.weight_rel_error == pytest.approx(np.sqrt(werr[0] / werr[1]), rel=1e-9)
     assert rep.codes_changed == changed / total > 0
-    assert "overall: update lost to re-quantization" in rep.format()
+    assert rep.method == "absmean" and "overall: update lost to re-quantization" in rep.format()
+
+
+# ----------------------------------------------------------------------------- merge (GGUF base)
+_PROJ_GGUF = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
+
+
+def _gguf_name(module: str) -> str:
+    i = module.split(".")[2]
+    return f"blk.{i}.{_PROJ_GGUF[module.rsplit('.', 1)[1]]}.weight"
+
+
+def _grid_expected(model: LoraModel) -> dict[str, tuple[np.ndarray, np.ndarray, float, object]]:
+    """module -> (T0, T1, s0, dW or None), T1 recomputed in numpy from the formula
+    ``clip(rint(T0 + (alpha / r) B @ A / s0), -1, 1)`` (float64; rint = half to even) with the
+    base codes read by the numpy reference unpacker, not by bitnet.ops."""
+    from bitnet import gguf
+    from bitnet.quant import reference as qref
+
+    sc = model.lora_config.scaling
+    ad = model.adapter_state_dict()
+    out = {}
+    with gguf.read(model._base.source) as f:
+        for module in model.base_weights():
+            info = f.tensors[_gguf_name(module)]
+            t0, s0 = qref.unpack(info.data, info.type, *info.shape)
+            dw = None
+            if module in model.adapters:
+                a = ad[peft_key(module, "A")].astype(np.float64)
+                b = ad[peft_key(module, "B")].astype(np.float64)
+                dw = sc * (b @ a)
+            t1 = t0 if dw is None else np.clip(np.rint(t0 + dw / s0), -1, 1).astype(np.int8)
+            out[module] = (t0, t1, float(s0), dw)
+    return out
+
+
+def _base_gguf(tiny: SimpleNamespace, wtype: str) -> Path:
+    from bitnet.convert import convert
+
+    if wtype == "i2_s":
+        return tiny.gguf
+    path = tiny.dir / f"base_{wtype}.gguf"
+    if not path.exists():
+        convert(tiny.ck, path, wtype, "f32", progress=False, report=False)
+    return path
+
+
+@pytest.mark.parametrize("wtype", ["i2_s", "tq2_0"])
+def test_grid_merge_copies_base_and_rounds_on_its_grid(tiny: SimpleNamespace, wtype: str) -> None:
+    from bitnet import gguf
+    from bitnet.quant import reference as qref
+
+    base = _base_gguf(tiny, wtype)
+    cfg = LoraConfig(r=3, alpha=6, target_modules=["q_proj", "o_proj", "down_proj"])
+    model = LoraModel(base, cfg, seed=2)
+    _randomize(model, 12, std=0.08)  # |dW| ~ s_w: about a fifth of the codes move
+    out = tiny.dir / f"grid_{wtype}.gguf"
+    rep = model.merge(out)
+    assert rep.gguf == out and rep.method == "grid"
+    exp = _grid_expected(model)
+    a, b = base.read_bytes(), out.read_bytes()
+    with gguf.read(base) as fa, gguf.read(out) as fb:
+        # Same header (every metadata key and type, tensor table): byte-identical up to the data.
+        assert fa.data_offset == fb.data_offset and a[: fa.data_offset] == b[: fb.data_offset]
+        assert fb.metadata == fa.metadata and len(a) == len(b)
+        assert fb.metadata["tokenizer.chat_template"] == fa.metadata["tokenizer.chat_template"]
+        changed = adapted = 0
+        for name, ia in fa.tensors.items():
+            ib = fb.tensors[name]
+            assert (ib.type, ib.shape, ib.offset) == (ia.type, ia.shape, ia.offset)
+            module = next((m for m in exp if _gguf_name(m) == name), None)
+            if module is None or module not in model.adapters:
+                assert bytes(ib.data) == bytes(ia.data), name  # untouched: byte-identical
+                continue
+            t0, t1, s0, _ = exp[module]
+            tb, sb = qref.unpack(ib.data, ib.type, *ib.shape)
+            assert np.array_equal(tb, t1) and sb == s0, name  # bit-exact codes, same scale
+            # and packed exactly as the numpy reference packs them
+            assert bytes(ib.data) == qref.pack(t1, wtype, s0).tobytes(), name
+            changed += int(np.sum(t1 != t0))
+            adapted += t0.size
+        assert adapted > 0 and changed > 0.05 * adapted
+
+
+def test_grid_merge_report_matches_numpy(tiny: SimpleNamespace) -> None:
+    cfg = LoraConfig(r=4, alpha=8, target_modules=["k_proj", "gate_proj", "up_proj"])
+    model = LoraModel(tiny.gguf, cfg, seed=3)
+    _randomize(model, 21, std=0.06)
+    state, rep = model.merged_state_dict()
+    assert rep.method == "grid" and "rounding onto the base's grid" in rep.format()
+    exp = _grid_expected(model)
+    sums = np.zeros(4)
+    changed = total = 0
+    for st in rep.layers:
+        t0, t1, s0, dw = exp[st.name]
+        w, w1 = t0.astype(np.float64) * s0, t1.astype(np.float64) * s0
+        assert st.scale_before == st.scale_after == s0
+        assert st.codes_changed == np.mean(t1 != t0)
+        assert np.array_equal(state[st.name + ".weight"], t1.astype(np.float32) * np.float32(s0))
+        target = w if dw is None else w + dw
+        e = np.linalg.norm(w1 - target)
+        assert st.weight_rel_error == pytest.approx(e / np.linalg.norm(target), rel=1e-9, abs=0)
+        if dw is None:
+            assert not st.targeted and st.codes_changed == 0 and st.weight_rel_error == 0
+            assert np.isnan(st.update_rel_error) and st.update_norm == 0
+        else:
+            u = np.linalg.norm((w1 - w) - dw)
+            assert st.update_norm == pytest.approx(np.linalg.norm(dw), rel=1e-12)
+            assert st.update_rel_error == pytest.approx(u / np.linalg.norm(dw), rel=1e-9)
+            sums[:2] += (u**2, np.linalg.norm(dw) ** 2)
+        sums[2:] += (e**2, np.linalg.norm(target) ** 2)
+        changed += int(np.sum(t1 != t0))
+        total += t0.size
+    assert sum(s.targeted for s in rep.layers) == 6 and len(rep.layers) == 14
+    assert rep.update_rel_error == pytest.approx(np.sqrt(sums[0] / sums[1]), rel=1e-9)
+    assert rep.weight_rel_error == pytest.approx(np.sqrt(sums[2] / sums[3]), rel=1e-9)
+    assert rep.codes_changed == changed / total > 0
+    # The untargeted matrices' scale is kept: no ~30% absmean shrink (mean|T| < 1).
+    assert all(s.scale_after == s.scale_before for s in rep.layers)
+
+
+def test_grid_merged_logits_match_reference(tiny: SimpleNamespace) -> None:
+    """bitnet.Model on the merged GGUF against a plain PyTorch BitNet (model_reference.PlainModel)
+    whose BitLinear weights are set to the numpy-recomputed merged ``s0 * T1``. Tolerance as in
+    tests/test_model.py: on a "clean" prompt (no int8 activation within 1e-4 code units of a
+    rounding boundary in the reference) both make the same int8 decisions, and what remains is
+    fp32 summation order (measured <= 7e-7 relative there); 1e-5 relative to max|logit|."""
+    from checkpoints import read_state_dict
+    from model_reference import PlainModel, clean_prompt, head_logits
+
+    import bitnet
+
+    cfg = LoraConfig(r=4, alpha=8)  # every projection
+    model = LoraModel(tiny.gguf, cfg, seed=5)
+    _randomize(model, 30, std=0.05)
+    out = tiny.dir / "grid_ref.gguf"
+    rep = model.merge(out)
+    assert rep.codes_changed > 0.02
+    c = model.config
+    ref = PlainModel(
+        read_state_dict(tiny.ck),
+        dict(
+            hidden=c.hidden_size,
+            heads=c.num_attention_heads,
+            kv_heads=c.num_key_value_heads,
+            layers=c.num_hidden_layers,
+            eps=c.rms_norm_eps,
+            theta=c.rope_theta,
+            act=c.hidden_act,
+            attn_sub_norm="self_attn.attn_sub_norm",
+            ffn_sub_norm="mlp.ffn_sub_norm",
+        ),
+        "i2_s",
+    )
+    for module, (_, t1, s0, _) in _grid_expected(model).items():
+        i, rest = int(module.split(".")[2]), module.split(".", 3)[3]
+        ref.layers[i][rest] = torch.from_numpy(t1.astype(np.float32) * np.float32(s0))
+    ids = clean_prompt(ref.hidden, c.vocab_size, 8, seed=4, delta=1e-4)
+    embed = model._base.embed.numpy()
+    want, _ = head_logits(ref.hidden(ids), embed, "f32")
+    got = bitnet.Model.load(out, progress=False).logits(ids)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # The merge is visible: the base's logits are far outside that tolerance.
+    base = bitnet.Model.load(tiny.gguf, progress=False).logits(ids)
+    assert np.abs(base - want).max() > 100 * 1e-5 * np.abs(want).max()
+
+
+def test_grid_friendly_update_merges_exactly(tiny: SimpleNamespace) -> None:
+    """An update that is a multiple of the grid step (``dW = s0 * D``, D in {-1, 0, 1} only where
+    ``T0 + D`` stays ternary) survives the merge exactly: zero rounding loss, ``T1 = T0 + D``.
+    The merged model then differs from the unmerged one only in that the merged model rounds
+    the adapter branch's input to int8 as every BitLinear does (|x - q / s_x| <= max|x| / 254
+    per entry), while LoRA's branch sees fp32 ``x``. With the adapter on the last projection
+    (layers.1 down_proj) no quantization follows it, so nothing amplifies that difference:
+    measured <= 3% of the adapter's effect on the logits; 10% is allowed, far below what a
+    wrong merge gives (a lost update: 100%; an absmean-rescaled base: the base itself ~30%
+    off)."""
+    import bitnet
+
+    name = "model.layers.1.mlp.down_proj"
+    cfg = LoraConfig(r=4, alpha=8, target_modules=["down_proj"])
+    model = LoraModel(tiny.gguf, cfg, seed=0)
+    rng = np.random.default_rng(17)
+    t0, s0 = ops.unpack(model.base_weights()[name])
+    d = np.zeros(t0.shape, np.int8)
+    a = np.zeros((4, t0.shape[1]), np.float32)
+    b = np.zeros((t0.shape[0], 4), np.float32)
+    for j, row in enumerate(rng.choice(t0.shape[0], 4, replace=False)):
+        cols = rng.choice(np.flatnonzero(t0[row] == 0), 100, replace=False)
+        a[j, cols] = rng.choice([-1.0, 1.0], 100)
+        b[row, j] = np.float32(s0 / cfg.scaling)
+        d[row] = a[j].astype(np.int8)
+    model.adapters[name][0].numpy()[...] = a
+    model.adapters[name][1].numpy()[...] = b
+    out = tiny.dir / "friendly.gguf"
+    rep = model.merge(out)
+    st = next(s for s in rep.layers if s.name == name)
+    assert st.update_rel_error < 1e-6 and rep.codes_changed == 400 / sum(
+        w.shape[0] * w.shape[1] for w in model.base_weights().values()
+    )
+    from bitnet import gguf
+
+    with gguf.read(out) as f:
+        t1, s1 = ops.unpack(f.tensors["blk.1.ffn_down.weight"].packed())
+    assert np.array_equal(t1, t0 + d) and s1 == s0
+    merged = bitnet.Model.load(out, progress=False)
+    plain = LoraModel(tiny.gguf)
+    for seed in range(3):
+        ids = np.random.default_rng(seed).integers(0, 576, 16)
+        unmerged, base = model.logits(ids), plain.logits(ids)
+        effect = np.abs(unmerged - base).max()
+        assert effect > 1e-2
+        assert np.abs(merged.logits(ids) - unmerged).max() <= 0.1 * effect
+
+
+def test_near_zero_adapter_merges_to_the_base(tiny: SimpleNamespace) -> None:
+    model = LoraModel(tiny.gguf, LoraConfig(r=2, alpha=4), seed=1)
+    _randomize(model, 3, std=1e-5)  # |dW| ~ 1e-9 << s_w / 2
+    out = tiny.dir / "near_zero.gguf"
+    rep = model.merge(out)
+    assert rep.codes_changed == 0 and rep.update_rel_error == pytest.approx(1.0, abs=1e-6)
+    assert 0 < rep.weight_rel_error < 1e-6
+    assert out.read_bytes() == tiny.gguf.read_bytes()  # every tensor, every metadata byte
+
+
+def test_grid_merge_to_another_type_and_errors(tiny: SimpleNamespace) -> None:
+    import bitnet
+    from bitnet import gguf
+
+    cfg = LoraConfig(r=2, alpha=4, target_modules=["v_proj"])
+    model = LoraModel(tiny.gguf, cfg, seed=6)
+    _randomize(model, 7, std=0.1)
+    out = tiny.dir / "as_tq2.gguf"
+    rep = model.merge(out, weight_type="tq2_0")
+    exp = _grid_expected(model)
+    with gguf.read(tiny.gguf) as fa, gguf.read(out) as fb:
+        assert fb.architecture == "bitnet" and fa.architecture == "bitnet-b1.58"
+        assert fb.metadata["general.file_type"] == 37 and fb.metadata_types[
+            "general.file_type"
+        ] == ("u32")
+        assert fb.metadata["bitnet.block_count"] == fa.metadata["bitnet-b1.58.block_count"]
+        assert fb.metadata["tokenizer.ggml.tokens"] == fa.metadata["tokenizer.ggml.tokens"]
+        for module, (_, t1, s0, _) in exp.items():
+            info = fb.tensors[_gguf_name(module)]
+            t, s = ops.unpack(info.packed())
+            assert info.type == "tq2_0" and np.array_equal(t, t1)
+            assert s == float(np.float16(s0))  # TQ stores the scale as fp16
+        assert bytes(fb.tensors["token_embd.weight"].data) == bytes(
+            fa.tensors["token_embd.weight"].data
+        )
+    untouched = [s for s in rep.layers if not s.targeted]
+    assert all(s.codes_changed == 0 and s.weight_rel_error < 1e-3 for s in untouched)
+    assert bitnet.Model.load(out, progress=False).config.weight_type == "tq2_0"
+    with pytest.raises(ValueError, match="embed_type 'q8_0' differs from the base's token_embd"):
+        model.merge(tiny.dir / "x.gguf", embed_type="q8_0")
+    with pytest.raises(ValueError, match="hf_dir needs a checkpoint base"):
+        model.merge(tiny.dir / "x.gguf", hf_dir=tiny.dir / "hf")
+    with pytest.raises(ValueError, match="weight_type 'f16' is not a ternary type"):
+        model.merge(tiny.dir / "x.gguf", weight_type="f16")
+    assert not (tiny.dir / "x.gguf").exists()
+    model.merge(tiny.dir / "same.gguf", embed_type="f32")  # its own type is accepted
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -558,3 +826,32 @@ def test_generate_unmerged_is_greedy_over_logits(tiny: SimpleNamespace) -> None:
     with pytest.raises(ValueError, match="ids\\[0, 1\\] = 576 is out of range"):
         model.logits([1, 576])
     assert _ext.autograd.tape_size() == 0
+
+
+def test_grid_merge_dense_f16_base(tiny: SimpleNamespace) -> None:
+    """A GGUF whose BitLinear matrices are stored dequantized (f16 ``t * s_w``) stays f16: the
+    merged matrix is ``T1 * s0`` in f16, exact (s0 is the f16 maximum of the stored values)."""
+    from bitnet import gguf
+
+    base = _base_gguf(tiny, "f16")
+    model = LoraModel(base, LoraConfig(r=2, alpha=4, target_modules=["up_proj"]), seed=8)
+    _randomize(model, 8, std=0.1)
+    out = tiny.dir / "grid_f16.gguf"
+    rep = model.merge(out)
+    assert rep.codes_changed > 0
+    sc = model.lora_config.scaling
+    with gguf.read(base) as fa, gguf.read(out) as fb:
+        for name, ia in fa.tensors.items():
+            ib = fb.tensors[name]
+            assert (ib.type, ib.shape, ib.offset) == (ia.type, ia.shape, ia.offset)
+            if ".ffn_up." not in name:
+                assert bytes(ib.data) == bytes(ia.data), name
+                continue
+            w = ia.array().astype(np.float64)
+            s0 = np.abs(w).max()
+            t0 = np.rint(w / s0)
+            module = f"model.layers.{name.split('.')[1]}.mlp.up_proj"
+            a, b = (t.numpy().astype(np.float64) for t in model.adapters[module])
+            t1 = np.clip(np.rint(t0 + sc * (b @ a) / s0), -1, 1)
+            assert np.array_equal(ib.array(), (t1 * s0).astype(np.float16)), name
+            assert not np.array_equal(ib.array(), ia.array())

@@ -3,8 +3,10 @@
 Loads the base (a ``.gguf`` file or a transformers checkpoint directory), reads JSONL
 instruction data (``{"prompt", "response"}`` or ``{"messages": [...]}``; loss on the responses
 only), trains LoRA adapters with AdamW and writes them in PEFT's layout (``adapter_config.json``
-+ ``adapter_model.safetensors``). ``--merge-to merged.gguf`` also merges them into the weights,
-re-quantizes, prints the rounding report and writes a GGUF that ``bitnet generate`` runs.
++ ``adapter_model.safetensors``). ``--merge-to merged.gguf`` also merges them into the weights
+(for a GGUF base on its own ternary grid, the file copied with only the adapted matrices
+replaced; for a checkpoint base by absmean re-quantization of the merged master weights), prints
+the rounding report and writes a GGUF that ``bitnet generate`` runs.
 ``--adapter DIR --prompt TEXT`` (without ``--data``) runs the base with a saved adapter,
 unmerged, and prints the continuation. The progress bar and reports go to stderr; stdout gets
 ``adapter: DIR`` (and ``gguf: PATH``).
@@ -65,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train LoRA adapters on instruction data (JSONL: prompt/response or chat messages; "
             "loss on the responses only) over a frozen 1.58-bit base, save them in PEFT's "
-            "layout, and optionally merge them into a re-quantized GGUF."
+            "layout, and optionally merge them into a GGUF (docs/lora.md)."
         ),
     )
     p.add_argument(
@@ -130,13 +132,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--merge-to",
         metavar="MERGED.gguf",
         default=None,
-        help="merge the adapter, re-quantize and write this GGUF",
+        help="merge the adapter into the base and write this GGUF (a GGUF base keeps its "
+        "scales: codes move where the update crosses half a grid step)",
     )
     g.add_argument(
         "--merge-type",
         choices=("i2_s", "tq1_0", "tq2_0"),
         default=None,
-        help="ternary storage of --merge-to (default: the base's, else i2_s)",
+        help="ternary storage of --merge-to (default: each matrix's own type for a GGUF "
+        "base, i2_s for a checkpoint)",
     )
     g = p.add_argument_group("run with an adapter (no training)")
     g.add_argument(

@@ -4,13 +4,15 @@
   ``adapter_config.json``.
 * :class:`LoraModel` (:mod:`bitnet.lora.model`): the base (GGUF, checkpoint directory or
   ``BitNetForTraining``) with A/B adapters on the tape; ``loss``, ``logits``, ``generate``,
-  ``save_adapter`` / ``load_adapter`` (PEFT layout), ``merge`` (re-quantized GGUF + report).
+  ``save_adapter`` / ``load_adapter`` (PEFT layout), ``merge`` (a GGUF + the rounding report:
+  on the base's own grid for a GGUF base, absmean re-quantization for master weights).
 * :mod:`bitnet.lora.data`: JSONL instruction data (prompt/response or chat messages), loss on
   the responses only.
 * :class:`LoraTrainer` (:mod:`bitnet.lora.trainer`): AdamW on the adapters with a progress bar.
 
-The frozen BitLinear op is :func:`bitnet.autograd.bitlinear_frozen` (``x``, packed weights): the inference
-kernels forward, a straight-through gradient for ``x`` only.
+The frozen BitLinear op is :func:`bitnet.autograd.bitlinear_frozen` (``x``, packed weights):
+the inference kernels forward, a straight-through gradient for ``x`` only. User guide:
+docs/lora.md.
 """
 
 from __future__ import annotations

@@ -3,15 +3,15 @@
 ::
 
     from bitnet.lora import LoraConfig, LoraModel
-    from bitnet import autograd as ag
+    from bitnet import autograd as ag, optim
 
     model = LoraModel("model.gguf", LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj"]))
-    opt = ag.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0)
+    opt = optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0, decay_mask=model.decay_mask())
     loss = model.loss(ids, targets)        # int [B, T]; targets -100 where not trained
     ag.backward(loss); opt.step(); opt.zero_grad()
     model.save_adapter("adapter")          # PEFT layout: peft.PeftModel.from_pretrained reads it
     model.generate("Hello", max_new_tokens=16)
-    report = model.merge("merged.gguf")    # re-quantized; bitnet.Model.load runs it
+    report = model.merge("merged.gguf")    # on the base's grid; bitnet.Model.load runs it
     print(report.format())
 
 The base is loaded once: from a GGUF file its ternary matrices (i2_s / tq1_0 / tq2_0) stay in
@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import _ext, ops
 from .. import autograd as ag
+from .. import ops
 from .config import ADAPTER_WEIGHTS, TARGET_MODULES, LoraConfig
 
 __all__ = ["BaseConfig", "LayerMergeStats", "LoraModel", "MergeReport", "peft_key"]
@@ -362,20 +362,22 @@ def _load_base(base: Any, tokenizer: Any) -> _Base:
 # ----------------------------------------------------------------------------- merge report
 @dataclasses.dataclass
 class LayerMergeStats:
-    """What re-quantization did to one projection in :meth:`LoraModel.merge`.
+    """What merging did to one projection in :meth:`LoraModel.merge`.
 
-    With ``Q0 = s0 * T0`` the base's effective weights (what the unmerged model multiplies
-    with), ``dW = (alpha / r) B @ A`` the adapter's update and ``Q1 = s1 * T1`` the absmean
-    re-quantization of the merged master weights ``W0 + dW``:
+    With ``W = s0 * T0`` the base's effective weights (what the unmerged model multiplies
+    with), ``dW = (alpha / r) B @ A`` the adapter's update and ``W' = s1 * T1`` the merged
+    model's ternary weights: for a GGUF base ``T1 = clamp(round(T0 + dW / s0), -1, 1)`` on
+    the base's grid (``s1 = s0``, or ``s0`` as another requested type stores it), for a
+    checkpoint base the absmean re-quantization of the merged master weights ``W0 + dW``:
 
     Attributes:
         name: the module path (``model.layers.0.self_attn.q_proj``).
         targeted: whether it has an adapter.
         update_norm: ``||dW||_F``.
-        update_rel_error: ``||(Q1 - Q0) - dW||_F / ||dW||_F``: the share of the update lost (or
-            distorted) by re-quantization (1.0: the merged model does not see the update at
-            all); NaN without an update.
-        weight_rel_error: ``||Q1 - (Q0 + dW)||_F / ||Q0 + dW||_F``: the merged weights against
+        update_rel_error: ``||(W' - W) - dW||_F / ||dW||_F``: the share of the update lost (or
+            distorted) by rounding to ternary (1.0: the merged model does not see the update
+            at all); NaN without an update.
+        weight_rel_error: ``||W' - (W + dW)||_F / ||W + dW||_F``: the merged weights against
             the unmerged model's effective weights.
         codes_changed: share of the ternary codes with ``T1 != T0``.
         scale_before, scale_after: ``s0`` and ``s1``.
@@ -396,7 +398,8 @@ class MergeReport:
     """The result of :meth:`LoraModel.merge`: per projection :class:`LayerMergeStats` and the
     overall figures (Frobenius norms summed over the projections before taking the ratio:
     ``update_rel_error`` over the targeted ones, ``weight_rel_error`` and ``codes_changed``
-    over every projection), and the written files."""
+    over every projection), the method (``"grid"``: rounded onto the GGUF base's own scales;
+    ``"absmean"``: master weights re-quantized) and the written files."""
 
     layers: list[LayerMergeStats]
     update_rel_error: float
@@ -404,9 +407,10 @@ class MergeReport:
     codes_changed: float
     gguf: Path | None = None
     hf_dir: Path | None = None
+    method: str = "absmean"
 
     def format(self) -> str:
-        """A human-readable table (targeted projections, then the totals)."""
+        """A human-readable table (targeted or changed projections, then the totals)."""
         lines = [
             f"{'module':<44} {'|dW|':>10} {'upd err':>8} {'w err':>8} {'codes':>7} {'scale':>21}"
         ]
@@ -418,12 +422,75 @@ class MergeReport:
                 f"{s.weight_rel_error:>8.4f} {100 * s.codes_changed:>6.2f}% "
                 f"{s.scale_before:>10.4g}->{s.scale_after:<10.4g}"
             )
+        how = "rounding onto the base's grid" if self.method == "grid" else "re-quantization"
         lines.append(
-            f"overall: update lost to re-quantization {self.update_rel_error:.4f} (relative "
+            f"overall: update lost to {how} {self.update_rel_error:.4f} (relative "
             f"Frobenius), merged weights vs unmerged {self.weight_rel_error:.4f}, ternary codes "
             f"changed {100 * self.codes_changed:.3f}%"
         )
         return "\n".join(lines)
+
+
+class _Totals:
+    """Running sums of squares for the overall :class:`MergeReport` figures."""
+
+    def __init__(self) -> None:
+        self.upd_err = self.upd = self.w_err = self.w = 0.0
+        self.changed = self.codes = 0
+
+    def layer(
+        self,
+        name: str,
+        t0: np.ndarray,
+        s0: float,
+        t1: np.ndarray,
+        s1: float,
+        dw: np.ndarray | None,
+    ) -> LayerMergeStats:
+        """The stats of one projection (``dw`` float64 or None without an adapter), added to
+        the sums; every norm in float64."""
+        q0 = t0.astype(np.float64) * float(s0)
+        q1 = t1.astype(np.float64) * float(s1)
+        delta = q1 - q0
+        target = q0 if dw is None else q0 + dw
+        dn = 0.0 if dw is None else float(np.linalg.norm(dw))
+        upd_err = float(np.linalg.norm(delta if dw is None else delta - dw))
+        w_err = float(np.linalg.norm(q1 - target))
+        tn = float(np.linalg.norm(target))
+        changed = int(np.count_nonzero(t1 != t0))
+        if dw is not None:
+            self.upd_err += upd_err**2
+            self.upd += dn**2
+        self.w_err += w_err**2
+        self.w += tn**2
+        self.changed += changed
+        self.codes += t0.size
+        return LayerMergeStats(
+            name=name,
+            targeted=dw is not None,
+            update_norm=dn,
+            update_rel_error=upd_err / dn if dn > 0 else math.nan,
+            weight_rel_error=w_err / tn if tn > 0 else 0.0,
+            codes_changed=changed / t0.size,
+            scale_before=float(s0),
+            scale_after=float(s1),
+        )
+
+    def report(self, layers: list[LayerMergeStats], method: str) -> MergeReport:
+        return MergeReport(
+            layers=layers,
+            update_rel_error=math.sqrt(self.upd_err / self.upd) if self.upd > 0 else math.nan,
+            weight_rel_error=math.sqrt(self.w_err / self.w) if self.w > 0 else 0.0,
+            codes_changed=self.changed / max(1, self.codes),
+            method=method,
+        )
+
+
+def grid_merge_codes(t0: np.ndarray, scale: float, dw: np.ndarray) -> np.ndarray:
+    """The ternary codes of ``s * T0 + dW`` on the grid of scale ``s``:
+    ``clamp(round_half_even(T0 + dW / s), -1, 1)`` as int8 (``dW`` float64 ``[N, K]``,
+    ``T0`` int8 ``[N, K]``; computed in float64)."""
+    return np.clip(np.rint(t0.astype(np.float64) + dw / float(scale)), -1, 1).astype(np.int8)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -816,62 +883,57 @@ class LoraModel:
             state[k + ".weight"] = t.astype(np.float32) * np.float32(s)
         return state
 
+    def _update(self, name: str) -> np.ndarray | None:
+        """``dW = (alpha / r) B @ A`` of a module in float64, or None without an adapter."""
+        ad = self.adapters.get(name)
+        if ad is None:
+            return None
+        a = ad[0].numpy().astype(np.float64)
+        b = ad[1].numpy().astype(np.float64)
+        return self.lora_config.scaling * (b @ a)
+
+    def _grid_layer(
+        self, name: str, fmt: str, tot: _Totals
+    ) -> tuple[LayerMergeStats, np.ndarray, float]:
+        """One projection of a GGUF base merged on its grid: ``(stats, T1, s1)`` where
+        ``T1 = clamp(round(T0 + dW / s0), -1, 1)`` and ``s1`` is ``s0`` as ``fmt`` stores it
+        (fp32 for i2_s, fp16 for tq1_0 / tq2_0; ``s0`` itself when ``fmt`` is the base
+        tensor's own type)."""
+        t0, s0 = ops.unpack(self._base.weights[name])
+        dw = self._update(name)
+        t1 = t0 if dw is None else grid_merge_codes(t0, s0, dw)
+        # A dense f16 / f32 / bf16 base (fmt is then its own type) holds s0 exactly.
+        s1 = float(np.float16(np.float32(s0))) if fmt in ("tq1_0", "tq2_0") else float(s0)
+        return tot.layer(name, t0, s0, t1, s1, dw), t1, s1
+
     def merged_state_dict(self) -> tuple[dict[str, np.ndarray], MergeReport]:
-        """The merged fp32 master weights ``W0 + (alpha / r) B @ A`` (``dW`` in float64, the
-        sum rounded to fp32 once) with HF names, and the :class:`MergeReport` of their absmean
-        re-quantization (what ``bitnet.convert`` will store)."""
+        """The merged fp32 weights with HF names and the :class:`MergeReport` (see
+        :meth:`merge` for the two methods).
+
+        * checkpoint / ``BitNetForTraining`` base: the master weights ``W0 + (alpha / r) B @ A``
+          (``dW`` in float64, the sum rounded to fp32 once); the report measures their absmean
+          re-quantization (what ``bitnet.convert`` will store).
+        * GGUF base: the projections are the grid-merged ``s0 * T1`` (exactly what the merged
+          GGUF holds, ternary times the base's scale); embedding, head and norms as loaded.
+        """
         state = self._master_state()
-        sc = self.lora_config.scaling
+        tot = _Totals()
         stats: list[LayerMergeStats] = []
-        tot = {"upd_err": 0.0, "upd": 0.0, "w_err": 0.0, "w": 0.0, "changed": 0, "codes": 0}
+        if self._base.kind == "gguf":
+            for name in self._base.weights:
+                st, t1, s1 = self._grid_layer(name, self._base.weights[name].format, tot)
+                stats.append(st)
+                state[name + ".weight"] = t1.astype(np.float32) * np.float32(s1)
+            return state, tot.report(stats, "grid")
         for name, w in self._base.weights.items():
             t0, s0 = ops.unpack(w)
-            q0 = t0.astype(np.float64) * float(s0)
+            dw = self._update(name)
             w0 = state[name + ".weight"]
-            ad = self.adapters.get(name)
-            if ad is not None:
-                a = ad[0].numpy().astype(np.float64)
-                bm = ad[1].numpy().astype(np.float64)
-                dw = sc * (bm @ a)
-                wm = (w0.astype(np.float64) + dw).astype(np.float32)
-            else:
-                dw = np.zeros_like(q0)
-                wm = w0
+            wm = w0 if dw is None else (w0.astype(np.float64) + dw).astype(np.float32)
             state[name + ".weight"] = wm
             t1, s1 = ops.quantize_weights(np.ascontiguousarray(wm))
-            q1 = t1.astype(np.float64) * float(s1)
-            dn = float(np.linalg.norm(dw))
-            upd_err = float(np.linalg.norm((q1 - q0) - dw))
-            target = q0 + dw
-            w_err = float(np.linalg.norm(q1 - target))
-            tn = float(np.linalg.norm(target))
-            changed = int(np.count_nonzero(t1 != t0))
-            stats.append(
-                LayerMergeStats(
-                    name=name,
-                    targeted=ad is not None,
-                    update_norm=dn,
-                    update_rel_error=upd_err / dn if dn > 0 else math.nan,
-                    weight_rel_error=w_err / tn if tn > 0 else 0.0,
-                    codes_changed=changed / t0.size,
-                    scale_before=float(s0),
-                    scale_after=float(s1),
-                )
-            )
-            if ad is not None:
-                tot["upd_err"] += upd_err**2
-                tot["upd"] += dn**2
-            tot["w_err"] += w_err**2
-            tot["w"] += tn**2
-            tot["changed"] += changed
-            tot["codes"] += t0.size
-        report = MergeReport(
-            layers=stats,
-            update_rel_error=math.sqrt(tot["upd_err"] / tot["upd"]) if tot["upd"] > 0 else math.nan,
-            weight_rel_error=math.sqrt(tot["w_err"] / tot["w"]) if tot["w"] > 0 else 0.0,
-            codes_changed=tot["changed"] / max(1, tot["codes"]),
-        )
-        return state, report
+            stats.append(tot.layer(name, t0, s0, t1, s1, dw))
+        return state, tot.report(stats, "absmean")
 
     def _write_tokenizer(self, out: Path) -> None:
         b = self._base
@@ -911,30 +973,66 @@ class LoraModel:
         hf_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
     ) -> MergeReport:
-        """Merges the adapters into the master weights and re-quantizes them with absmean.
+        """Merges the adapters into the base and writes a GGUF that :class:`bitnet.Model` runs.
 
-        The master weights are the checkpoint's fp weights, or ``W0 = s_w * T`` for a GGUF
-        base; the merged ``W0 + (alpha / r) B @ A`` is what ``bitnet.convert`` ternarizes
-        again (``s1 = mean|W|``, new codes), which loses part of the update and, for a GGUF
-        base, also moves the scale of every matrix (``mean|s_w T| = s_w * mean|T|``): the
-        report measures both (see :class:`LayerMergeStats`).
+        **GGUF base: grid-preserving merge.** A GGUF file holds only the ternary codes ``T``
+        and one scale ``s_w`` per matrix, not master weights. Re-quantizing ``s_w * T + dW``
+        with absmean would give the new scale ``mean|s_w T + dW| ~ s_w * mean|T|`` (about
+        0.7 ``s_w``): every matrix, adapted or not, would shrink by ~30% and the merged model
+        would be ~30% off the unmerged one. So each adapted matrix keeps its scale and
+        becomes ``T1 = clamp(round_half_even(T + dW / s_w), -1, 1)``: an update entry moves a
+        code only where it crosses half a grid step (``|dW| > s_w / 2``), and the report says
+        how much of ``dW`` that keeps. The output is the base file copied: every metadata key
+        (tokenizer, chat template, ...) with its type, every tensor in order, byte-identical
+        except the adapted matrices whose codes changed, which are re-packed in their own
+        type with the same scale (a dequantized f16 / f32 / bf16 matrix gets ``T1 * s_w`` in
+        its dtype, exact; an adapted matrix whose codes did not change is copied as it is).
+
+        **Checkpoint / BitNetForTraining base: absmean re-quantization.** Here the master
+        weights ``W0`` exist and define the model (its ternary weights are ``absmean(W0)``,
+        as in training); the merged ``W0 + dW`` is saved as a transformers checkpoint and
+        converted with ``bitnet.convert`` (``s1 = mean|W0 + dW|``, new codes), exactly what
+        fine-tuning the master weights by ``dW`` and exporting would give. Matrices without
+        an adapter re-quantize to themselves.
 
         Args:
-            out: the GGUF file to write (None: only the report, and ``hf_dir`` if given).
-            weight_type: ternary storage of ``out`` (default: the base GGUF's, else i2_s).
-            embed_type: embedding storage (default: the base GGUF's when f16/f32/q8_0/q4_0,
-                else f16).
-            hf_dir: also keep the merged transformers checkpoint (config.json,
-                model.safetensors, tokenizer) there; by default a temporary directory.
-            progress: conversion progress bar.
+            out: the GGUF file to write (None: only the report, and ``hf_dir`` if given). It
+                may be the base file itself (written to ``out.partial``, then renamed).
+            weight_type: ternary storage (i2_s, tq1_0, tq2_0). GGUF base: None (default)
+                keeps every matrix's own type and copies untouched ones byte for byte; another
+                type re-packs every BitLinear matrix into it (same codes and scale, the scale
+                as the type stores it: fp16 for tq1_0 / tq2_0) and updates
+                ``general.file_type`` and the architecture (``bitnet-b1.58`` for i2_s, else
+                ``bitnet``, as ``bitnet.convert`` writes them). Checkpoint base: default i2_s.
+            embed_type: embedding storage. GGUF base: the embedding is copied as it is, so
+                this must be None or its own type (``token_embd.weight``'s). Checkpoint base:
+                f16 (default), f32, q8_0 or q4_0.
+            hf_dir: checkpoint base only: also keep the merged transformers checkpoint
+                (config.json, model.safetensors, tokenizer) there (by default a temporary
+                directory is used and removed).
+            progress: a progress bar while writing.
 
         Returns:
-            The :class:`MergeReport` (``gguf`` / ``hf_dir`` set to what was written).
+            The :class:`MergeReport` (``method`` "grid" or "absmean"; ``gguf`` / ``hf_dir`` set
+            to what was written).
 
         Raises:
-            ValueError: a base that no transformers BitNetForCausalLM can hold, or conversion
-                errors (e.g. i2_s needs rows that are multiples of 128).
+            ValueError: an unknown or unsupported type, ``embed_type`` or ``hf_dir`` for a
+                GGUF base, a base file changed since loading; for a checkpoint base, a config
+                that no transformers BitNetForCausalLM can hold or conversion errors (e.g.
+                i2_s needs rows that are multiples of 128).
         """
+        if weight_type is not None and weight_type not in _TERNARY:
+            raise ValueError(
+                f"merge: weight_type {weight_type!r} is not a ternary type; choose one of "
+                + ", ".join(_TERNARY)
+            )
+        if self._base.kind == "gguf":
+            return self._merge_gguf(out, weight_type, embed_type, hf_dir, progress)
+        if embed_type is not None and embed_type not in _EMBED_TYPES:
+            raise ValueError(
+                f"merge: embed_type {embed_type!r} is not one of " + ", ".join(_EMBED_TYPES)
+            )
         state, report = self.merged_state_dict()
         if out is None and hf_dir is None:
             return report
@@ -970,3 +1068,121 @@ class LoraModel:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
         return report
+
+    def _merge_gguf(
+        self,
+        out: str | os.PathLike[str] | None,
+        weight_type: str | None,
+        embed_type: str | None,
+        hf_dir: str | os.PathLike[str] | None,
+        progress: bool,
+    ) -> MergeReport:
+        """:meth:`merge` for a GGUF base (grid-preserving, the base file copied)."""
+        from .. import gguf
+        from ..convert.pipeline import FILE_TYPES, GGUF_ARCH
+
+        b = self._base
+        if hf_dir is not None:
+            raise ValueError(
+                "merge: hf_dir needs a checkpoint base; a GGUF base has no master weights, "
+                "its merged model is the GGUF file (out=...)"
+            )
+        src = Path(str(b.source))
+        by_tensor = {
+            f"blk.{i}.{_GGUF_PROJ[m]}.weight": f"model.layers.{i}.{_PARENT[m]}.{m}"
+            for i in range(self.config.num_hidden_layers)
+            for m in TARGET_MODULES
+        }
+        tot = _Totals()
+        stats: dict[str, LayerMergeStats] = {}
+        dst: Path | None = None
+        with gguf.read(src) as f:
+            te = f.tensors.get("token_embd.weight")
+            if embed_type is not None and (te is None or embed_type != te.type):
+                raise ValueError(
+                    f"merge: embed_type {embed_type!r} differs from the base's token_embd type "
+                    f"{None if te is None else te.type!r}; a GGUF base is merged by replacing "
+                    "only its adapted ternary matrices, the embedding is copied as it is"
+                )
+            for tname, module in by_tensor.items():
+                info = f.tensors.get(tname)
+                want = tuple(b.weights[module].shape)
+                if info is None or tuple(info.shape) != want:
+                    raise ValueError(
+                        f"merge: {src} changed since it was loaded (tensor '{tname}' is "
+                        f"{None if info is None else tuple(info.shape)}, was {want})"
+                    )
+            changes_type = weight_type is not None and any(
+                f.tensors[t].type != weight_type for t in by_tensor
+            )
+
+            def merged(tname: str, info: Any) -> Any:
+                """The tensor to write for a BitLinear matrix (stats recorded)."""
+                module = by_tensor[tname]
+                fmt = weight_type or info.type
+                st, t1, s1 = self._grid_layer(module, fmt, tot)
+                stats[module] = st
+                if fmt == info.type and st.codes_changed == 0:
+                    return gguf.Tensor(info.type, info.shape, info.data)
+                if fmt in _TERNARY:
+                    try:
+                        return ops.pack(t1, fmt, s1)
+                    except ValueError as e:
+                        raise ValueError(f"merge: tensor '{tname}' as {fmt}: {e}") from None
+                dense = t1.astype(np.float32) * np.float32(s1)
+                if fmt == "f32":
+                    return dense
+                if fmt == "f16":
+                    return dense.astype(np.float16)
+                return gguf.Tensor("bf16", info.shape, _to_bf16(dense))
+
+            if out is None:
+                for tname in by_tensor:
+                    merged(tname, f.tensors[tname])
+            else:
+                md: dict[str, Any] = {}
+                arch = f.architecture or "bitnet"
+                new_arch = arch
+                if changes_type and arch in ("bitnet", "bitnet-b1.58"):
+                    new_arch = GGUF_ARCH.get(weight_type or "", "bitnet")
+                for key, value in f.metadata.items():
+                    if key == "general.architecture":
+                        continue
+                    typ = f.metadata_types[key]
+                    if key == "general.file_type" and changes_type:
+                        value = FILE_TYPES[str(weight_type)]
+                    if new_arch != arch and key.startswith(arch + "."):
+                        key = new_arch + key[len(arch) :]
+                    # Every value keeps its stored type (an array of arrays of mixed inner
+                    # types has no single type string: its types are inferred again).
+                    md[key] = value if typ == "array[array]" else gguf.typed(value, typ)
+                tensors: list[tuple[str, Any]] = []
+                for tname, info in f.tensors.items():
+                    module = by_tensor.get(tname)
+                    if module is not None and (module in self.adapters or changes_type):
+                        fmt = weight_type or info.type
+                        tensors.append(
+                            (
+                                tname,
+                                gguf.LazyTensor(
+                                    fmt, info.shape, lambda n=tname, i=info: merged(n, i)
+                                ),
+                            )
+                        )
+                    else:
+                        tensors.append((tname, gguf.Tensor(info.type, info.shape, info.data)))
+                dst = Path(os.path.expanduser(os.fspath(out)))
+                gguf.write(dst, new_arch, md, tensors, alignment=f.alignment, progress=progress)
+                for tname in by_tensor:  # the copied ones
+                    if by_tensor[tname] not in stats:
+                        merged(tname, f.tensors[tname])
+        report = tot.report([stats[m] for m in b.weights], "grid")
+        report.gguf = dst
+        return report
+
+
+def _to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bits (uint16), round-to-nearest-even (exact for bf16 values)."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return bits.astype(np.uint16)
