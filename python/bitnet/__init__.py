@@ -3,7 +3,8 @@
 Run a model::
 
     import bitnet
-    model = bitnet.Model.load("model.gguf", threads=2)   # or a Hugging Face repo id
+    model = bitnet.Model.load()          # the small Shakespeare model shipped in the package
+    model = bitnet.Model.load("model.gguf", threads=2)   # or a GGUF / Hugging Face repo id
     print(model.generate("Hello", max_new_tokens=32))
 
 The tensor-level API lives in :mod:`bitnet.ops`; threads are shared by everything::
@@ -22,12 +23,17 @@ from . import ops
 from .ops import get_num_threads, set_num_threads
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .model import Model, ModelConfig
+
+    DEFAULT_MODEL: Path
     from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MODEL",
     "Model",
     "ModelConfig",
     "Tokenizer",
@@ -37,11 +43,16 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"Model": "model", "ModelConfig": "model", "Tokenizer": "tokenizer"}
+_LAZY = {
+    "DEFAULT_MODEL": "model",
+    "Model": "model",
+    "ModelConfig": "model",
+    "Tokenizer": "tokenizer",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Imports ``Model``, ``ModelConfig`` and ``Tokenizer`` on first access."""
+    """Imports ``Model``, ``ModelConfig``, ``Tokenizer`` and ``DEFAULT_MODEL`` on first access."""
     if name in _LAZY:
         import importlib
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.resources
 import math
 import os
 import secrets
@@ -34,7 +35,14 @@ from . import _ext
 from .generation import KVSlots, SequenceState, TextStream, run_batch, split_stop, stream_one
 from .tokenizer import Tokenizer
 
-__all__ = ["Model", "ModelConfig", "converted_cache_dir"]
+__all__ = ["DEFAULT_MODEL", "Model", "ModelConfig", "converted_cache_dir"]
+
+DEFAULT_MODEL: Path = (
+    Path(os.fspath(importlib.resources.files(__package__))) / "data" / "default.gguf"
+)
+"""The model shipped inside the package (a ~6M-parameter BitNet b1.58 trained on Shakespeare;
+see ``data/DEFAULT_MODEL.md``): what :meth:`Model.load` and the CLI's model commands load when
+no model is given."""
 
 Prompt = str | Sequence[int]
 Stop = str | int | Sequence[str | int] | None
@@ -250,7 +258,7 @@ class Model:
     @classmethod
     def load(
         cls,
-        path_or_repo: str | os.PathLike[str],
+        path_or_repo: str | os.PathLike[str] | None = None,
         threads: int | None = None,
         n_ctx: int | None = None,
         device: str = "cpu",
@@ -271,11 +279,14 @@ class Model:
                 :func:`converted_cache_dir` (``$BITNET_CACHE/converted``, default
                 ``~/.cache/bitnet/converted``) under the repo and its revision's commit (a
                 local directory: its path and its files' sizes and times) and the weight type,
-                and reused by later loads.
+                and reused by later loads. None (the default): :data:`DEFAULT_MODEL`, the small
+                Shakespeare model shipped in the package (no download).
             threads: compute threads (:func:`bitnet.set_num_threads`; process-wide); None
                 keeps the current setting.
             n_ctx: KV cache length per sequence; None: the file's context length.
-            device: ``"cpu"``. ``"cuda"`` raises: the CUDA backend is not built yet.
+            device: ``"cpu"``. ``"cuda"`` raises RuntimeError naming the reason when CUDA is
+                unavailable (see :func:`bitnet.cuda.reason`), else NotImplementedError until
+                the CUDA model runner lands (docs/cuda.md).
             n_seq: sequence slots (KV caches); :meth:`generate_batch` runs up to this many
                 prompts at once.
             revision: branch, tag or commit of a repo id.
@@ -289,19 +300,27 @@ class Model:
             FileNotFoundError: nothing to load at ``path_or_repo``.
             bitnet.hub.HubError: a download failed (an ``OSError``).
             bitnet.gguf.GGUFError: the file is malformed or not a supported model.
-            ValueError: bad arguments. NotImplementedError: ``device="cuda"``.
+            ValueError: bad arguments. RuntimeError: ``device="cuda"`` without a usable CUDA
+                backend. NotImplementedError: ``device="cuda"`` with one (runner not written).
         """
         from .convert import WEIGHT_TYPES
         from .ops import set_num_threads
 
         dev = str(device).lower()
         if dev.startswith("cuda") or dev == "gpu":
+            from . import cuda
+
+            if not cuda.is_available():
+                raise RuntimeError(
+                    f"device={device!r}: the CUDA backend is not available ({cuda.reason()}); "
+                    "use device='cpu'"
+                )
             raise NotImplementedError(
-                f"device={device!r}: the CUDA backend is not built in this version of "
-                "bitnet-ext (it comes with the CUDA issue); use device='cpu'"
+                f"device={device!r}: the CUDA kernels are built and a GPU is present, but the "
+                "CUDA model runner is not written yet (docs/cuda.md); use device='cpu'"
             )
         if dev != "cpu":
-            raise ValueError(f"device must be 'cpu' (or 'cuda', not built yet), got {device!r}")
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if threads is not None:
             threads = _int("threads", threads, 1)
         ctx = 0 if n_ctx is None else _int("n_ctx", n_ctx, 1)
@@ -310,6 +329,14 @@ class Model:
             raise ValueError(
                 f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}"
             )
+        if path_or_repo is None:
+            if not DEFAULT_MODEL.is_file():
+                raise FileNotFoundError(
+                    f"the default model {DEFAULT_MODEL} is missing from this installation; "
+                    "give a model path or repo id (or remake it with "
+                    "scripts/make_default_model.py)"
+                )
+            path_or_repo = DEFAULT_MODEL
         path = _resolve(path_or_repo, revision, str(weight_type).lower(), progress)
         if threads is not None:
             set_num_threads(threads)

@@ -1,11 +1,11 @@
 """``bitnet bench``: model and kernel benchmarks.
 
-``bitnet bench -m MODEL`` measures a model the way llama-bench does: prompt processing (``ppN``:
-N random token ids evaluated in one call, from an empty cache) and generation (``tgN``: N tokens
-evaluated one at a time after a one-token prompt) in tokens/s, for each thread count, plus the
-load time (GGUF mapped and weights repacked) and the process's peak resident memory
-(``getrusage``). Token ids are random (seeded), so no tokenizer is needed; values do not change
-the speed. Each figure is the median of ``--repetitions`` runs.
+``bitnet bench [-m MODEL]`` (default: the packaged model) measures a model the way llama-bench
+does: prompt processing (``ppN``: N random token ids evaluated in one call, from an empty cache)
+and generation (``tgN``: N tokens evaluated one at a time after a one-token prompt) in tokens/s,
+for each thread count, plus the load time (GGUF mapped and weights repacked) and the process's
+peak resident memory (``getrusage``). Token ids are random (seeded), so no tokenizer is needed;
+values do not change the speed. Each figure is the median of ``--repetitions`` runs.
 
 ``bitnet bench kernels``: the ternary x int8 kernel benchmark table (:mod:`bitnet.bench`).
 """
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="MODEL",
-        help="a .gguf file or a Hugging Face repo id to benchmark",
+        help="a .gguf file or a Hugging Face repo id to benchmark (default: the small model "
+        "shipped in the package, bitnet/data/default.gguf)",
     )
     bench.add_argument(
         "--prompt-tokens",
@@ -238,11 +239,19 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    """``bitnet bench -m MODEL``; returns the exit status."""
-    if args.model is None:
-        args.bench_parser.error("give -m MODEL for the model benchmark, or use `bench kernels`")
+    """``bitnet bench [-m MODEL]`` (default: the packaged model); returns the exit status."""
+    model = args.model
+    if model is None:
+        from ..model import DEFAULT_MODEL
+
+        if not DEFAULT_MODEL.is_file():
+            args.bench_parser.error(
+                f"the default model {DEFAULT_MODEL} is missing; give -m MODEL for the model "
+                "benchmark, or use `bench kernels`"
+            )
+        model = str(DEFAULT_MODEL)
     rep = bench_model(
-        args.model,
+        model,
         args.prompt_tokens,
         args.gen_tokens,
         threads=args.model_threads,

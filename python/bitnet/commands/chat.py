@@ -1,4 +1,4 @@
-"""``bitnet chat -m MODEL``: an interactive chat with the model's chat template.
+"""``bitnet chat [-m MODEL]``: an interactive chat with the model's chat template.
 
 Each line read from stdin is a user message; the reply streams to stdout, then a newline. The
 conversation history is kept (and the KV cache of its prefix reused) until ``/reset``;

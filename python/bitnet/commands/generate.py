@@ -1,4 +1,4 @@
-"""``bitnet generate -m MODEL -p PROMPT``: stream a model's continuation of a prompt to stdout.
+"""``bitnet generate [-m MODEL] -p PROMPT``: stream a model's continuation of a prompt to stdout.
 
 Also home of the options shared by the model commands (``chat``, ``perplexity``, ``bench``):
 :func:`add_model_args` (``-m``, ``--threads``, ``--ctx``, ``--revision``, ``--weight-type``),
@@ -39,15 +39,16 @@ non_negative_int = _number(int, 0, None)
 
 
 def add_model_args(p: argparse.ArgumentParser, ctx_help: str | None = None) -> None:
-    """``-m MODEL`` and the loading options (``--threads``, ``--ctx``, ``--revision``,
-    ``--weight-type``)."""
+    """``-m MODEL`` (optional; default :data:`bitnet.model.DEFAULT_MODEL`) and the loading
+    options (``--threads``, ``--ctx``, ``--revision``, ``--weight-type``)."""
     p.add_argument(
         "-m",
         "--model",
-        required=True,
+        default=None,
         metavar="MODEL",
         help="a .gguf file, a Hugging Face repo id (owner/name, converted and cached if it "
-        "has no GGUF) or a checkpoint directory",
+        "has no GGUF) or a checkpoint directory (default: the small Shakespeare model "
+        "shipped in the package, bitnet/data/default.gguf)",
     )
     p.add_argument("--threads", type=positive_int, default=None, help="compute threads")
     p.add_argument(
@@ -117,7 +118,7 @@ def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(args: argparse.Namespace, **kwargs: Any) -> Any:
-    """Loads ``args.model`` with the loading flags."""
+    """Loads ``args.model`` (None: the packaged default model) with the loading flags."""
     from ..model import Model
 
     return Model.load(

@@ -1,4 +1,4 @@
-"""``bitnet perplexity -m MODEL FILE``: teacher-forced perplexity of a text file.
+"""``bitnet perplexity [-m MODEL] FILE``: teacher-forced perplexity of a text file.
 
 Scores the file's tokens in windows of ``--ctx`` tokens (default: the model's context) moved by
 ``--stride`` (default half a window), as :meth:`bitnet.Model.perplexity` does.
