@@ -125,6 +125,15 @@ def test_cli_other_commands_without_m(tmp_path: Path) -> None:
     rep = json.loads(r.stdout)
     assert Path(rep["model"]).resolve() == DEFAULT_MODEL.resolve()
 
+    data = tmp_path / "ins.jsonl"
+    rows = [{"prompt": "Who art thou?", "response": "A poet, good sir."}] * 2
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    r = run_cli("finetune", "--data", str(data), "--out", str(tmp_path / "ad"), "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"adapter: {tmp_path / 'ad'}"
+    conf = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    assert Path(conf["base_model_name_or_path"]).name == "default.gguf"
+
 
 def _script() -> object:
     spec = importlib.util.spec_from_file_location(

@@ -73,9 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-m",
         "--model",
-        required=True,
+        default=None,
         metavar="MODEL",
-        help="base model: a .gguf file or a HF checkpoint directory",
+        help="base model: a .gguf file or a HF checkpoint directory (default: the small "
+        "Shakespeare model shipped in the package, bitnet/data/default.gguf)",
     )
     p.add_argument(
         "--data",
@@ -156,6 +157,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _base(args: argparse.Namespace) -> str:
+    """``-m MODEL``, or the packaged default model when it is not given."""
+    if args.model is not None:
+        return str(args.model)
+    from ..model import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL} is missing from this installation; give -m MODEL"
+        )
+    return str(DEFAULT_MODEL)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the fine-tuning (or the adapter generation); returns the exit status."""
     from ..lora import LoraConfig, LoraModel, LoraTrainConfig, LoraTrainer, load_instructions
@@ -173,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter is not None:
         if args.data is not None or args.prompt is None:
             raise ValueError("--adapter runs a saved adapter: give --prompt, not --data")
-        model = LoraModel.from_pretrained(args.model, args.adapter)
+        model = LoraModel.from_pretrained(_base(args), args.adapter)
         text = model.generate(
             args.prompt,
             max_new_tokens=args.max_new_tokens,
@@ -190,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         target_modules=args.target_modules or LoraConfig().target_modules,
     )
-    model = LoraModel(args.model, cfg, seed=args.seed)
+    model = LoraModel(_base(args), cfg, seed=args.seed)
     say(repr(model))
     data = load_instructions(args.data, model.tokenizer, args.seq_len)
     say(f"{len(data)} example(s), {data.trained_tokens} response tokens from {args.data}")
