@@ -14,6 +14,7 @@ COMMANDS = (
     "info",
     "generate",
     "chat",
+    "serve",
     "perplexity",
     "bench",
     "train",
