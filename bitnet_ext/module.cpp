@@ -10,6 +10,7 @@ void bind_dense(py::module_& m);
 void bind_model(py::module_& m);
 void bind_sampler(py::module_& m);
 void bind_tape(py::module_& m);
+void bind_cuda(py::module_& m);  // bind_cuda.cpp: bitnet._ext.cuda (every build)
 
 PYBIND11_MODULE(_ext, m) {
   m.doc() = "bitnet-ext C++ core (kernels, formats, GGUF, thread pool)";
@@ -20,4 +21,5 @@ PYBIND11_MODULE(_ext, m) {
   bind_model(m);
   bind_sampler(m);
   bind_tape(m);
+  bind_cuda(m);
 }
